@@ -1,0 +1,1 @@
+"""Self-hosted customer-service chat assistant."""

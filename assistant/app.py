@@ -1,0 +1,88 @@
+"""``create_app(settings)``: the Litestar application, its lifespan and its wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from assistant import keys
+from assistant.auth import api_key_auth
+from assistant.backends.base import Backend
+from assistant.db import async_url, ensure_sqlite_dir
+from assistant.errors import EXCEPTION_HANDLERS
+from assistant.routes.admin import KeysController
+from assistant.routes.chat import chat_completions
+from assistant.routes.models import healthz, list_models, readyz
+from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_backends(settings: Settings) -> dict[str, Backend]:
+    from assistant.backends.hf import HFBackend
+    from assistant.model_store import resolve_model_dir
+
+    source = partial(resolve_model_dir, settings.model.path, settings.cache_dir)
+    backend = HFBackend(
+        source,
+        context_window=settings.model.context_window,
+        max_queued=settings.chat.max_queued_requests,
+        threads=settings.model.threads,
+    )
+    return {settings.model.name: backend}
+
+
+async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    async with state.sessions() as session:
+        yield session
+
+
+def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -> Litestar:
+    """The service. ``backends`` maps model names to backends; default: the configured HF model."""
+    served = backends if backends is not None else default_backends(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ensure_sqlite_dir(settings.database_url)
+        engine = create_async_engine(async_url(settings.database_url))
+        app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        async with app.state.sessions() as session:
+            if await session.run_sync(keys.bootstrap_admin_key, settings.admin_key_file):
+                log.warning("created the first admin API key; it is in %s", settings.admin_key_file.resolve())
+        loading = [asyncio.create_task(b.start()) for b in served.values()]
+        try:
+            yield
+        finally:
+            for task in loading:
+                task.cancel()
+            for backend in served.values():
+                await backend.close()
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=[chat_completions, list_models, healthz, readyz, KeysController],
+        lifespan=[lifespan],
+        middleware=[api_key_auth()],
+        dependencies={"db_session": Provide(provide_db_session)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.server.max_body_bytes,
+        state=State({"settings": settings, "backends": served, "started_at": int(time.time())}),
+        openapi_config=OpenAPIConfig(
+            title="assistant",
+            version="0.1.0",
+            description="Customer-service chat assistant: OpenAI-compatible API with style, terms and safety.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+    )

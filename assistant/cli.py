@@ -1,0 +1,114 @@
+"""``assistant``: the command line. Heavy libraries load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, cast
+
+import click
+
+from assistant.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+@click.group(help="Self-hosted customer-service chat assistant. Settings come from ASSISTANT_* variables.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Run the API server (migrates the database first unless ASSISTANT_DATABASE__AUTO_MIGRATE=false).")
+@click.option("--host", help="Listen address (default: ASSISTANT_SERVER__HOST).")
+@click.option("--port", type=int, help="Listen port (default: ASSISTANT_SERVER__PORT).")
+def serve(host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from assistant.app import create_app
+    from assistant.db import migrate as run_migrations
+
+    settings = _settings()
+    if settings.database.auto_migrate:
+        run_migrations(settings.database_url)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@main.command(help="Bring the database schema up to date (alembic upgrade head).")
+def migrate() -> None:
+    from assistant.db import migrate as run_migrations
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    click.echo("database is up to date")
+
+
+@main.group(help="Create, list and revoke API keys.")
+def keys() -> None:
+    pass
+
+
+def _session() -> Session:
+    from sqlalchemy.orm import Session
+
+    from assistant.db import migrate as run_migrations
+    from assistant.db import sync_engine
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    return Session(sync_engine(settings.database_url))
+
+
+@keys.command("create", help="Create a key and print it (this is the only time it is shown).")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["chat", "admin"]), default="chat", show_default=True)
+def keys_create(name: str, role: str) -> None:
+    from assistant import keys as api_keys
+
+    with _session() as session:
+        try:
+            key = api_keys.create_key(session, name, cast(api_keys.Role, role))
+        except api_keys.DuplicateKeyName as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(key)
+
+
+@keys.command("list", help="List keys (names, roles, prefixes; never the keys).")
+def keys_list() -> None:
+    from assistant import keys as api_keys
+
+    with _session() as session:
+        for key in api_keys.list_keys(session):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            click.echo(f"{key.name}\t{key.role}\t{key.prefix}…\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys.command("revoke", help="Revoke the key with this name.")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    from assistant import keys as api_keys
+
+    with _session() as session:
+        try:
+            api_keys.revoke_key(session, name)
+        except api_keys.UnknownKey as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {name}")
+
+
+@main.command("config-table", help="Print the configuration table (Markdown) found in the README.")
+def config_table() -> None:
+    from assistant.config_table import render
+
+    click.echo(render())
+

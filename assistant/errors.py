@@ -1,0 +1,111 @@
+"""The one place where exceptions become HTTP answers, all in OpenAI's error envelope:
+
+    {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+
+Nothing here returns a traceback or an HTML page; unexpected errors are logged and answered with a
+generic 500 envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from assistant.backends.base import BackendNotReady, BackendOverloaded
+from assistant.chat import ChatError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raised by route handlers for an answer with a given status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}
+
+
+def envelope(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    error = {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}
+    return Response({"error": error}, status_code=status, headers=headers)
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, Any]]:
+    return envelope(exc.status, exc.message, exc.param, exc.code, exc.headers)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    if not problems:  # Litestar raises this for a body that is not JSON at all
+        return envelope(400, f"the request body could not be read: {exc.detail}", code="invalid_json")
+    first = problems[0]
+    param = str(first.get("key") or "") or None
+    message = "; ".join(f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems)
+    return envelope(422, message, param=param, code="invalid_value")
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.detail)
+    return envelope(status, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def _chat(_: Request[Any, Any, Any], exc: ChatError) -> Response[dict[str, Any]]:
+    return envelope(400, str(exc), exc.param, exc.code)
+
+
+def _not_ready(_: Request[Any, Any, Any], exc: BackendNotReady) -> Response[dict[str, Any]]:
+    return envelope(503, f"not ready: {exc}", code="model_not_ready", headers={"Retry-After": "5"})
+
+
+def _overloaded(_: Request[Any, Any, Any], exc: BackendOverloaded) -> Response[dict[str, Any]]:
+    retry = {"Retry-After": str(exc.retry_after)}
+    return envelope(429, f"the server is busy: {exc}; retry shortly", code="overloaded", headers=retry)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the server log has the details")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    ApiError: _api_error,
+    ValidationException: _validation,
+    HTTPException: _http,
+    ChatError: _chat,
+    BackendNotReady: _not_ready,
+    BackendOverloaded: _overloaded,
+    Exception: _unexpected,
+}

@@ -1,0 +1,1 @@
+"""Route handlers: they translate HTTP to calls and back, nothing more."""

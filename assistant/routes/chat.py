@@ -1,0 +1,139 @@
+"""``POST /v1/chat/completions``: HTTP in, a ``ChatJob`` through the pipeline, JSON or SSE out."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from litestar import post
+from litestar.datastructures import State
+from litestar.response import Stream
+
+from assistant.backends.base import Backend, BackendNotReady, GenerationOptions, Message
+from assistant.chat import ChatJob, Delta, Done, run_chat, system_instruction, trim_to_window, with_system
+from assistant.errors import ApiError
+from assistant.schemas import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage, UsageOut
+from assistant.settings import Settings
+from safety.glossary import Glossary
+
+
+def find_backend(state: State, model: str) -> Backend:
+    backends: dict[str, Backend] = state.backends
+    if model not in backends:
+        served = ", ".join(sorted(backends)) or "none"
+        raise ApiError(404, f"model {model!r} is not served here; models: {served}", param="model",
+                       code="model_not_found")
+    return backends[model]
+
+
+def _glossary(terms: dict[str, str], settings: Settings) -> Glossary:
+    limit, longest = settings.chat.max_terms, settings.chat.max_term_length
+    if len(terms) > limit:
+        raise ApiError(400, f"terms has {len(terms)} entries; the limit is {limit}", param="terms")
+    for avoided, required in terms.items():
+        if not any(c.isalnum() for c in avoided):
+            raise ApiError(400, f"terms: wording {avoided!r} has no letters or digits", param="terms")
+        if " ".join(avoided.split()) != avoided:
+            raise ApiError(400, f"terms: wording {avoided!r} has leading, trailing or double spaces",
+                           param="terms")
+        if max(len(avoided), len(required)) > longest:
+            raise ApiError(400, f"terms: wordings are limited to {longest} characters", param="terms")
+    return Glossary(terms)
+
+
+def _max_tokens(request: ChatCompletionRequest, settings: Settings) -> int:
+    asked = request.max_tokens or request.max_completion_tokens or settings.model.max_tokens_default
+    limit = settings.model.max_tokens_limit
+    if asked > limit:
+        raise ApiError(400, f"max_tokens is {asked}; this server allows at most {limit}", param="max_tokens")
+    return asked
+
+
+def prepare(request: ChatCompletionRequest, backend: Backend, settings: Settings) -> tuple[ChatJob, int]:
+    """Validate what the schema cannot and build the prompt; returns the job and its prompt tokens."""
+    if request.n != 1:
+        raise ApiError(400, f"n={request.n} is not supported: only one choice (n=1) per request", param="n")
+    terms = request.terms or {}
+    glossary = _glossary(terms, settings)
+    max_tokens = _max_tokens(request, settings)
+    style = request.style or settings.chat.default_style
+    conversation: list[Message] = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in request.messages
+    ]
+    if conversation[-1]["role"] == "assistant":
+        raise ApiError(400, "the last message must come from the user (or system)", param="messages")
+    instruction = system_instruction(settings.chat.system_prompt, style, terms)
+    messages, prompt_tokens = trim_to_window(backend, with_system(conversation, instruction), max_tokens)
+    temperature = settings.chat.default_temperature if request.temperature is None else request.temperature
+    options = GenerationOptions(max_tokens, temperature, request.top_p or 1.0, request.seed)
+    return ChatJob(messages, options, request.stop_sequences, glossary), prompt_tokens
+
+
+@post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")
+async def chat_completions(data: ChatCompletionRequest, state: State) -> ChatCompletion | Stream:
+    settings: Settings = state.settings
+    backend = find_backend(state, data.model)
+    if not backend.ready:
+        raise BackendNotReady(backend.not_ready_reason)
+    job, prompt_tokens = prepare(data, backend, settings)
+    events = run_chat(backend, job, prompt_tokens)
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    first = await anext(events)  # errors such as a full queue surface here, before any byte is sent
+    if not data.stream:
+        return await _collect(first, events, completion_id, created, data.model)
+    include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    chunks = _sse(first, events, completion_id, created, data.model, include_usage)
+    return Stream(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _collect(
+    first: Delta | Done, events: AsyncGenerator[Delta | Done, None], completion_id: str, created: int, model: str
+) -> ChatCompletion:
+    texts: list[str] = []
+    event = first
+    try:
+        while isinstance(event, Delta):
+            texts.append(event.text)
+            event = await anext(events)
+    finally:
+        await events.aclose()
+    usage = UsageOut(prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
+                     total_tokens=event.usage.total_tokens)
+    choice = Choice(message=ResponseMessage(content="".join(texts)), finish_reason=event.finish_reason)
+    return ChatCompletion(id=completion_id, created=created, model=model, choices=[choice], usage=usage,
+                          terms_rewrites=event.terms_rewrites)
+
+
+async def _sse(
+    first: Delta | Done,
+    events: AsyncGenerator[Delta | Done, None],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": choices, **extra}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+    def choice(delta: dict[str, str], finish_reason: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+
+    try:
+        yield chunk(choice({"role": "assistant", "content": ""}))
+        event = first
+        while isinstance(event, Delta):
+            yield chunk(choice({"content": event.text}))
+            event = await anext(events)
+        yield chunk(choice({}, event.finish_reason), terms_rewrites=event.terms_rewrites)
+        if include_usage:
+            usage = {"prompt_tokens": event.usage.prompt_tokens,
+                     "completion_tokens": event.usage.completion_tokens, "total_tokens": event.usage.total_tokens}
+            yield chunk([], usage=usage)
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()  # a client that went away stops its generation

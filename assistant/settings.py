@@ -1,0 +1,85 @@
+"""Settings, read from the environment (prefix ``ASSISTANT_``, nested groups joined by ``__``).
+
+``ASSISTANT_MODEL__MAX_TOKENS_DEFAULT=128`` sets ``Settings().model.max_tokens_default``.
+The README's configuration table is generated from these classes (``assistant config-table``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Style = Literal["formal", "casual", "friendly"]
+
+
+class ModelSettings(BaseModel):
+    name: str = Field("smollm2-135m-instruct", description="Name clients pass as `model`.")
+    path: str | None = Field(
+        None,
+        description="Local Hugging Face model directory (or hub id). Unset: the bundled SmolLM2-135M-Instruct.",
+    )
+    context_window: int | None = Field(
+        None, ge=64, description="Tokens of prompt + answer. Unset: the model's own maximum."
+    )
+    max_tokens_default: int = Field(256, ge=1, description="`max_tokens` when a request gives none.")
+    max_tokens_limit: int = Field(1024, ge=1, description="Largest `max_tokens` a request may ask for.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> ModelSettings:
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ValueError("max_tokens_default must not exceed max_tokens_limit")
+        return self
+
+
+class ChatSettings(BaseModel):
+    default_style: Style = Field("friendly", description="Style when a request gives none.")
+    default_temperature: float = Field(0.3, ge=0, le=2, description="Temperature when a request gives none.")
+    max_terms: int = Field(100, ge=0, description="Most glossary entries one request may carry.")
+    max_term_length: int = Field(100, ge=1, description="Longest glossary wording, in characters.")
+    max_queued_requests: int = Field(
+        64, ge=1, description="Requests waiting for the model before new ones get 429."
+    )
+    system_prompt: str = Field(
+        "You are a customer-service assistant. Answer the customer's question helpfully and accurately.",
+        description="Base system instruction; style and glossary instructions are added to it.",
+    )
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `assistant serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `assistant serve` listens on.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body; larger gets 413.")
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        None, description="SQLAlchemy URL (sync driver). Unset: SQLite file `assistant.db` in the data dir."
+    )
+    auto_migrate: bool = Field(True, description="`assistant serve` runs Alembic migrations on start.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(Path(".assistant"), description="Database, admin key file and job files.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "assistant",
+        description="Converted model copies (the bundled GGUF becomes safetensors here once).",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    model: ModelSettings = ModelSettings()  # type: ignore[call-arg]
+    chat: ChatSettings = ChatSettings()  # type: ignore[call-arg]
+    server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
+    database: DatabaseSettings = DatabaseSettings()  # type: ignore[call-arg]
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'assistant.db'}"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin-key.txt"

@@ -1,0 +1,1 @@
+"""Fine-tuning and distillation jobs (Celery workers, tracked in SQL)."""

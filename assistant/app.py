@@ -49,8 +49,12 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
 
 
 def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -> Litestar:
-    """The service. ``backends`` maps model names to backends; default: the configured HF model."""
-    served = backends if backends is not None else default_backends(settings)
+    """The service. ``backends`` maps model names to backends (default: the configured HF model).
+
+    Backends passed in are started but not closed: their owner closes them.
+    """
+    owns_backends = backends is None
+    served = default_backends(settings) if backends is None else backends
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -66,8 +70,9 @@ def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -
         finally:
             for task in loading:
                 task.cancel()
-            for backend in served.values():
-                await backend.close()
+            if owns_backends:
+                for backend in served.values():
+                    await backend.close()
             await engine.dispose()
 
     return Litestar(

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from assistant.backends.base import BackendNotReady, BackendOverloaded
@@ -67,8 +67,8 @@ def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[str, A
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     problems = exc.extra if isinstance(exc.extra, list) else []
-    if not problems:  # Litestar raises this for a body that is not JSON at all
-        return envelope(400, f"the request body could not be read: {exc.detail}", code="invalid_json")
+    if not problems:
+        return envelope(400, str(exc.detail))
     first = problems[0]
     param = str(first.get("key") or "") or None
     message = "; ".join(f"{p.get('key') or 'body'}: {p.get('message')}" for p in problems)
@@ -77,6 +77,8 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
 
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
+    if isinstance(exc.__cause__, SerializationException):
+        return envelope(400, f"the request body is not valid JSON: {exc.detail}", code="invalid_json")
     if status >= 500:
         log.error("HTTP %s: %s", status, exc.detail)
     return envelope(status, str(exc.detail), headers=dict(exc.headers or {}))

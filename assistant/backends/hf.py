@@ -84,6 +84,8 @@ class HFBackend(Backend):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._model is not None:
+            return
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
         except Exception as exc:

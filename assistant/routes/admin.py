@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,12 +38,12 @@ class KeysController(Controller):
     guards = [admin_only]  # noqa: RUF012 - Litestar's declared attribute
 
     @get("/", summary="List API keys (hashes are never shown)")
-    async def list_keys(self, db_session: AsyncSession) -> list[KeyOut]:
+    async def list_keys(self, db_session: NamedDependency[AsyncSession]) -> list[KeyOut]:
         found = await db_session.run_sync(keys.list_keys)
         return [KeyOut.model_validate(k, from_attributes=True) for k in found]
 
     @post("/", summary="Create an API key")
-    async def create_key(self, data: NewKey, db_session: AsyncSession) -> CreatedKey:
+    async def create_key(self, data: JSONBody[NewKey], db_session: NamedDependency[AsyncSession]) -> CreatedKey:
         try:
             key = await db_session.run_sync(keys.create_key, data.name, data.role)
         except keys.DuplicateKeyName as exc:
@@ -50,7 +52,7 @@ class KeysController(Controller):
         return CreatedKey(**KeyOut.model_validate(created, from_attributes=True).model_dump(), key=key)
 
     @delete("/{name:str}", summary="Revoke an API key", status_code=204)
-    async def revoke_key(self, name: str, db_session: AsyncSession) -> None:
+    async def revoke_key(self, name: FromPath[str], db_session: NamedDependency[AsyncSession]) -> None:
         try:
             await db_session.run_sync(keys.revoke_key, name)
         except keys.UnknownKey as exc:

@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from assistant.backends.base import Backend, BackendNotReady, GenerationOptions, Message
@@ -73,7 +74,7 @@ def prepare(request: ChatCompletionRequest, backend: Backend, settings: Settings
 
 
 @post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")
-async def chat_completions(data: ChatCompletionRequest, state: State) -> ChatCompletion | Stream:
+async def chat_completions(data: JSONBody[ChatCompletionRequest], state: State) -> ChatCompletion | Stream:
     settings: Settings = state.settings
     backend = find_backend(state, data.model)
     if not backend.ready:

@@ -1,8 +1,8 @@
 """Alembic environment: the URL comes from the caller's config (``assistant migrate``) or the settings."""
 
-from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from alembic import context
 from assistant.db import Base
 from assistant.settings import Settings
 

@@ -86,7 +86,7 @@ def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -
         openapi_config=OpenAPIConfig(
             title="assistant",
             version="0.1.0",
-            description="Customer-service chat assistant: OpenAI-compatible API with style, terms and safety.",
+            description="Customer-service chat assistant: OpenAI-compatible API with style and terms.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin()],
         ),

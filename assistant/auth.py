@@ -23,7 +23,9 @@ def _bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         token = _bearer_token(connection)
         async with connection.app.state.sessions() as session:
             key = await session.run_sync(keys.authenticate, token)

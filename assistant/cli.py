@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 def _settings() -> Settings:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return settings
 
 
@@ -24,7 +26,9 @@ def main() -> None:
     pass
 
 
-@main.command(help="Run the API server (migrates the database first unless ASSISTANT_DATABASE__AUTO_MIGRATE=false).")
+@main.command(
+    help="Run the API server (migrates the database first unless ASSISTANT_DATABASE__AUTO_MIGRATE=false)."
+)
 @click.option("--host", help="Listen address (default: ASSISTANT_SERVER__HOST).")
 @click.option("--port", type=int, help="Listen port (default: ASSISTANT_SERVER__PORT).")
 def serve(host: str | None, port: int | None) -> None:
@@ -90,7 +94,9 @@ def keys_list() -> None:
     with _session() as session:
         for key in api_keys.list_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-            click.echo(f"{key.name}\t{key.role}\t{key.prefix}…\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}")
+            click.echo(
+                f"{key.name}\t{key.role}\t{key.prefix}…\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}"
+            )
 
 
 @keys.command("revoke", help="Revoke the key with this name.")
@@ -111,4 +117,3 @@ def config_table() -> None:
     from assistant.config_table import render
 
     click.echo(render())
-

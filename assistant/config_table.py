@@ -25,7 +25,9 @@ def rows(model: type[BaseModel], prefix: str = "ASSISTANT_", dotted: str = "") -
             lines += rows(annotation, f"{prefix}{name.upper()}__", f"{dotted}{name}.")
             continue
         description = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{dotted}{name}` | `{prefix}{name.upper()}` | {_default(field.default)} | {description} |")
+        lines.append(
+            f"| `{dotted}{name}` | `{prefix}{name.upper()}` | {_default(field.default)} | {description} |"
+        )
     return lines
 
 

@@ -61,8 +61,9 @@ def ensure_sqlite_dir(url: str) -> None:
 
 def migrate(url: str) -> None:
     """Bring the database to the newest schema (``alembic upgrade head``)."""
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     ensure_sqlite_dir(url)
     config = Config()

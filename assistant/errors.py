@@ -14,6 +14,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from assistant.backends.base import BackendNotReady, BackendOverloaded
 from assistant.chat import ChatError
@@ -102,7 +103,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
     return envelope(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the server log has the details")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: _api_error,
     ValidationException: _validation,
     HTTPException: _http,

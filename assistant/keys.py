@@ -23,7 +23,7 @@ ROLES: tuple[Role, ...] = ("chat", "admin")
 KEY_PREFIX = "sk-"
 
 
-class KeyError_(Exception):  # noqa: N801 - KeyError is a builtin
+class KeyError_(Exception):
     """Base class of this module's errors."""
 
 

@@ -55,7 +55,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     log.info("converting %s to safetensors in %s (once; takes about 20 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    rebuilt = AutoModelForCausalLM.from_config(loaded.config)
+    rebuilt = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
     rebuilt.load_state_dict(loaded.state_dict())
     rebuilt.generation_config = loaded.generation_config
     partial = target.with_name(target.name + ".partial")

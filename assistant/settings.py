@@ -19,7 +19,7 @@ class ModelSettings(BaseModel):
     name: str = Field("smollm2-135m-instruct", description="Name clients pass as `model`.")
     path: str | None = Field(
         None,
-        description="Local Hugging Face model directory (or hub id). Unset: the bundled SmolLM2-135M-Instruct.",
+        description="Local Hugging Face model directory (or hub id). Unset: bundled SmolLM2-135M-Instruct.",
     )
     context_window: int | None = Field(
         None, ge=64, description="Tokens of prompt + answer. Unset: the model's own maximum."
@@ -71,10 +71,10 @@ class Settings(BaseSettings):
         description="Converted model copies (the bundled GGUF becomes safetensors here once).",
     )
     log_level: str = Field("INFO", description="Python logging level.")
-    model: ModelSettings = ModelSettings()  # type: ignore[call-arg]
-    chat: ChatSettings = ChatSettings()  # type: ignore[call-arg]
-    server: ServerSettings = ServerSettings()  # type: ignore[call-arg]
-    database: DatabaseSettings = DatabaseSettings()  # type: ignore[call-arg]
+    model: ModelSettings = ModelSettings()
+    chat: ChatSettings = ChatSettings()
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
 
     @property
     def database_url(self) -> str:

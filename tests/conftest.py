@@ -34,11 +34,14 @@ class Server:
     backends: dict[str, Backend]
 
     def openai(self, key: str | None = None, **kwargs: object) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.admin_key, max_retries=0, **kwargs)
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=key or self.admin_key, max_retries=0, **kwargs
+        )
 
     def http(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"},
-                            timeout=120)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key or self.admin_key}"}, timeout=120
+        )
 
 
 def _free_port() -> int:
@@ -48,7 +51,10 @@ def _free_port() -> int:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"data_dir": data_dir, "model": {"max_tokens_default": 16, "max_tokens_limit": 256}}
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "model": {"max_tokens_default": 16, "max_tokens_limit": 256},
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -73,7 +79,9 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Se
         settings = make_settings(tmp_path_factory.mktemp("data"), **overrides)
         migrate(settings.database_url)
         port = _free_port()
-        config = uvicorn.Config(create_app(settings, backends), host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(
+            create_app(settings, backends), host="127.0.0.1", port=port, log_level="warning"
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

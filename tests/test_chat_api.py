@@ -37,7 +37,9 @@ def test_non_streaming_answer(client: openai.OpenAI) -> None:
 
 def test_streaming_equals_non_streaming_at_temperature_zero(client: openai.OpenAI) -> None:
     whole = ask(client, max_tokens=20, temperature=0)
-    chunks = list(ask(client, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        ask(client, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True})
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3  # really streamed
@@ -72,15 +74,19 @@ def test_stop_sequence_cuts_the_answer(client: openai.OpenAI) -> None:
 
 
 def test_same_seed_same_text_at_positive_temperature(client: openai.OpenAI) -> None:
-    answers = [ask(client, max_tokens=16, temperature=1.0, seed=seed).choices[0].message.content
-               for seed in (7, 7, 8, 9)]
+    answers = [
+        ask(client, max_tokens=16, temperature=1.0, seed=seed).choices[0].message.content
+        for seed in (7, 7, 8, 9)
+    ]
     assert answers[0] == answers[1]
     assert len(set(answers[1:])) > 1  # the seed really drives sampling
 
 
 def test_style_changes_the_instruction_and_the_answer(client: openai.OpenAI) -> None:
-    answers = {style: ask(client, max_tokens=24, temperature=0, extra_body={"style": style})
-               for style in ("formal", "casual", "friendly")}
+    answers = {
+        style: ask(client, max_tokens=24, temperature=0, extra_body={"style": style})
+        for style in ("formal", "casual", "friendly")
+    }
     assert len({a.usage.prompt_tokens for a in answers.values()}) > 1
     assert len({a.choices[0].message.content for a in answers.values()}) == 3
 
@@ -92,7 +98,9 @@ def test_terms_never_reach_the_client(client: openai.OpenAI, stream: bool) -> No
     if stream:
         chunks = list(ask(client, stream=True, **kwargs))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        rewrites = next(c.model_extra["terms_rewrites"] for c in chunks if c.choices and c.choices[0].finish_reason)
+        rewrites = next(
+            c.model_extra["terms_rewrites"] for c in chunks if c.choices and c.choices[0].finish_reason
+        )
     else:
         response = ask(client, **kwargs)
         text, rewrites = response.choices[0].message.content, response.model_extra["terms_rewrites"]
@@ -112,8 +120,10 @@ def test_history_is_trimmed_to_the_context_window(small_window: Server) -> None:
     client = small_window.openai()
     history = []
     for i in range(12):
-        history += [{"role": "user", "content": f"Question {i}: where is my order number {1000 + i}?"},
-                    {"role": "assistant", "content": f"Your order {1000 + i} ships tomorrow."}]
+        history += [
+            {"role": "user", "content": f"Question {i}: where is my order number {1000 + i}?"},
+            {"role": "assistant", "content": f"Your order {1000 + i} ships tomorrow."},
+        ]
     history.append({"role": "user", "content": "Thanks, and my refund?"})
     response = ask(client, history, max_tokens=8, temperature=0)
     assert response.usage.prompt_tokens + 8 <= 200

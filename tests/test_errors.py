@@ -45,8 +45,9 @@ def test_openai_client_raises_the_matching_errors(client: openai.OpenAI, server:
 
 
 def test_invalid_json_is_400(server: Server) -> None:
-    response = server.http().post("/v1/chat/completions", content=b"{not json",
-                                  headers={"content-type": "application/json"})
+    response = server.http().post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert assert_envelope(response, 400)["code"] == "invalid_json"
 
 
@@ -63,7 +64,9 @@ def test_invalid_json_is_400(server: Server) -> None:
         ({"frobnicate": True}, "frobnicate"),
     ],
 )
-def test_schema_violations_are_422_naming_the_field(server: Server, change: dict[str, Any], param: str) -> None:
+def test_schema_violations_are_422_naming_the_field(
+    server: Server, change: dict[str, Any], param: str
+) -> None:
     response = server.http().post("/v1/chat/completions", json={**BODY, **change})
     error = assert_envelope(response, 422)
     assert error["param"] is not None and error["param"].startswith(param.split(".")[0]), error
@@ -75,7 +78,10 @@ def test_schema_violations_are_422_naming_the_field(server: Server, change: dict
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"terms": {"!!!": "x"}}, "terms"),
         ({"terms": {f"w{i}": "x" for i in range(101)}}, "terms"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            "messages",
+        ),
     ],
 )
 def test_semantic_errors_are_400_naming_the_field(server: Server, change: dict[str, Any], param: str) -> None:
@@ -92,9 +98,16 @@ def test_unknown_route_is_a_json_404(server: Server) -> None:
 
 
 def test_body_too_large_is_413(server: Server) -> None:
-    huge = {**BODY, "messages": [{"role": "user", "content": "x" * (server.settings.server.max_body_bytes + 10)}]}
-    assert_envelope(server.http().post("/v1/chat/completions", content=json.dumps(huge),
-                                       headers={"content-type": "application/json"}), 413)
+    huge = {
+        **BODY,
+        "messages": [{"role": "user", "content": "x" * (server.settings.server.max_body_bytes + 10)}],
+    }
+    assert_envelope(
+        server.http().post(
+            "/v1/chat/completions", content=json.dumps(huge), headers={"content-type": "application/json"}
+        ),
+        413,
+    )
 
 
 def test_missing_and_bad_keys_are_401(server: Server) -> None:
@@ -119,8 +132,9 @@ def test_revoked_key_is_401(server: Server) -> None:
 def test_full_queue_is_429_with_retry_after(serve: Callable[..., Server], hf_backend: HFBackend) -> None:
     busy = HFBackend(lambda: hf_backend._model_source(), max_queued=1)
     server = serve({MODEL: busy})
-    with server.http().stream("POST", "/v1/chat/completions",
-                              json={**BODY, "max_tokens": 200, "stream": True}) as running:
+    with server.http().stream(
+        "POST", "/v1/chat/completions", json={**BODY, "max_tokens": 200, "stream": True}
+    ) as running:
         next(running.iter_lines())  # the first request is generating
         response = server.http().post("/v1/chat/completions", json=BODY)
         assert assert_envelope(response, 429)["code"] == "overloaded"

@@ -21,6 +21,7 @@ from assistant.backends.base import (
     BackendOverloaded,
     Event,
     Finished,
+    FinishReason,
     GenerationOptions,
     Message,
     TextPiece,
@@ -50,7 +51,7 @@ class _TokenSink:
             self._seen_prompt = True
             return
         self.tokens.extend(value.reshape(-1).tolist())
-        text = self._tokenizer.decode(self.tokens, skip_special_tokens=True)
+        text = str(self._tokenizer.decode(self.tokens, skip_special_tokens=True))
         # An incomplete UTF-8 sequence decodes to U+FFFD: wait for the token that completes it.
         if len(text) > self._sent and not text.endswith("\ufffd"):
             self._post(TextPiece(text[self._sent :], completion_tokens=len(self.tokens)))
@@ -101,7 +102,7 @@ class HFBackend(Backend):
         source = self._model_source()
         self._tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source)
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]
         self._model = model
         log.info("model loaded from %s", source)
 
@@ -132,14 +133,17 @@ class HFBackend(Backend):
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         tokenizer = self._loaded()[1]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.prompt_ids(messages))
 
-    async def stream(self, messages: list[Message], options: GenerationOptions) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, messages: list[Message], options: GenerationOptions
+    ) -> AsyncGenerator[Event, None]:
         self._loaded()
         if self._pending >= self._max_queued:
             raise BackendOverloaded(f"{self._pending} requests are already waiting for the model")
@@ -210,7 +214,7 @@ class HFBackend(Backend):
         )
         input_ids = torch.tensor([prompt])
         with torch.inference_mode():
-            model.generate(
+            model.generate(  # type: ignore[operator]
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=options.max_tokens,
@@ -220,7 +224,7 @@ class HFBackend(Backend):
                 **sampling,
             )
         hit_eos = bool(sink.tokens) and sink.tokens[-1] in _eos_ids(model)
-        reason = "length" if len(sink.tokens) >= options.max_tokens and not hit_eos else "stop"
+        reason: FinishReason = "length" if len(sink.tokens) >= options.max_tokens and not hit_eos else "stop"
         return Finished(reason, prompt_tokens=len(prompt), completion_tokens=len(sink.tokens))
 
 

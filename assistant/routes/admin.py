@@ -43,7 +43,9 @@ class KeysController(Controller):
         return [KeyOut.model_validate(k, from_attributes=True) for k in found]
 
     @post("/", summary="Create an API key")
-    async def create_key(self, data: JSONBody[NewKey], db_session: NamedDependency[AsyncSession]) -> CreatedKey:
+    async def create_key(
+        self, data: JSONBody[NewKey], db_session: NamedDependency[AsyncSession]
+    ) -> CreatedKey:
         try:
             key = await db_session.run_sync(keys.create_key, data.name, data.role)
         except keys.DuplicateKeyName as exc:

@@ -25,8 +25,12 @@ def find_backend(state: State, model: str) -> Backend:
     backends: dict[str, Backend] = state.backends
     if model not in backends:
         served = ", ".join(sorted(backends)) or "none"
-        raise ApiError(404, f"model {model!r} is not served here; models: {served}", param="model",
-                       code="model_not_found")
+        raise ApiError(
+            404,
+            f"model {model!r} is not served here; models: {served}",
+            param="model",
+            code="model_not_found",
+        )
     return backends[model]
 
 
@@ -38,8 +42,9 @@ def _glossary(terms: dict[str, str], settings: Settings) -> Glossary:
         if not any(c.isalnum() for c in avoided):
             raise ApiError(400, f"terms: wording {avoided!r} has no letters or digits", param="terms")
         if " ".join(avoided.split()) != avoided:
-            raise ApiError(400, f"terms: wording {avoided!r} has leading, trailing or double spaces",
-                           param="terms")
+            raise ApiError(
+                400, f"terms: wording {avoided!r} has leading, trailing or double spaces", param="terms"
+            )
         if max(len(avoided), len(required)) > longest:
             raise ApiError(400, f"terms: wordings are limited to {longest} characters", param="terms")
     return Glossary(terms)
@@ -91,7 +96,11 @@ async def chat_completions(data: JSONBody[ChatCompletionRequest], state: State) 
 
 
 async def _collect(
-    first: Delta | Done, events: AsyncGenerator[Delta | Done, None], completion_id: str, created: int, model: str
+    first: Delta | Done,
+    events: AsyncGenerator[Delta | Done, None],
+    completion_id: str,
+    created: int,
+    model: str,
 ) -> ChatCompletion:
     texts: list[str] = []
     event = first
@@ -101,11 +110,20 @@ async def _collect(
             event = await anext(events)
     finally:
         await events.aclose()
-    usage = UsageOut(prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
-                     total_tokens=event.usage.total_tokens)
+    usage = UsageOut(
+        prompt_tokens=event.usage.prompt_tokens,
+        completion_tokens=event.usage.completion_tokens,
+        total_tokens=event.usage.total_tokens,
+    )
     choice = Choice(message=ResponseMessage(content="".join(texts)), finish_reason=event.finish_reason)
-    return ChatCompletion(id=completion_id, created=created, model=model, choices=[choice], usage=usage,
-                          terms_rewrites=event.terms_rewrites)
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[choice],
+        usage=usage,
+        terms_rewrites=event.terms_rewrites,
+    )
 
 
 async def _sse(
@@ -117,8 +135,14 @@ async def _sse(
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": choices, **extra}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
     def choice(delta: dict[str, str], finish_reason: str | None = None) -> list[dict[str, Any]]:
@@ -132,8 +156,11 @@ async def _sse(
             event = await anext(events)
         yield chunk(choice({}, event.finish_reason), terms_rewrites=event.terms_rewrites)
         if include_usage:
-            usage = {"prompt_tokens": event.usage.prompt_tokens,
-                     "completion_tokens": event.usage.completion_tokens, "total_tokens": event.usage.total_tokens}
+            usage = {
+                "prompt_tokens": event.usage.prompt_tokens,
+                "completion_tokens": event.usage.completion_tokens,
+                "total_tokens": event.usage.total_tokens,
+            }
             yield chunk([], usage=usage)
         yield b"data: [DONE]\n\n"
     finally:

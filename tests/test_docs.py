@@ -14,7 +14,9 @@ README = (ROOT / "README.md").read_text()
 def test_configuration_table_matches_the_settings() -> None:
     table = re.search(r"<!-- config-table:start -->\n(.*?)\n<!-- config-table:end -->", README, re.S)
     assert table is not None
-    assert table.group(1).strip() == render().strip(), "run `assistant config-table` and paste it in the README"
+    assert table.group(1).strip() == render().strip(), (
+        "run `assistant config-table` and paste it in the README"
+    )
 
 
 def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:

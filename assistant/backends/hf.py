@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -205,8 +206,8 @@ class HFBackend(Backend):
                 backend.tokens_generated += 1
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
-        if options.seed is not None:
-            torch.manual_seed(options.seed)
+        # Generations run one at a time on this thread, so seeding the global generator is exact.
+        torch.manual_seed(options.seed if options.seed is not None else secrets.randbits(63))
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p, "top_k": 0}
             if options.temperature > 0

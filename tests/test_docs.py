@@ -25,3 +25,11 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one() -> Non
     assert commands == ["make serve", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_modelfile_points_at_the_installed_gguf() -> None:
+    modelfile = (ROOT / "Modelfile").read_text()
+    source = re.search(r"^FROM (\S+)$", modelfile, re.M)
+    assert source is not None
+    assert (ROOT / source.group(1)).resolve().is_file(), "run `make install` to link the default model"
+    assert "PARAMETER temperature 0.3" in modelfile

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Literal
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -24,7 +25,12 @@ from assistant.errors import EXCEPTION_HANDLERS
 from assistant.routes.admin import KeysController
 from assistant.routes.chat import chat_completions
 from assistant.routes.models import healthz, list_models, readyz
+from assistant.routes.safety import safety_events
 from assistant.settings import Settings
+from safety.guard import Guard
+from safety.lexicon import Lexicon
+from safety.policy import DEFAULT_POLICY_FILE, load_policies
+from safety.semantic import SemanticDetector
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +54,29 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
         yield session
 
 
-def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -> Litestar:
-    """The service. ``backends`` maps model names to backends (default: the configured HF model).
+def default_guard(settings: Settings) -> Guard | None:
+    """The safety layer from the settings; its semantic model loads in the app's lifespan."""
+    if not settings.safety.enabled:
+        return None
+    semantic = SemanticDetector() if settings.safety.semantic else None
+    return Guard(Lexicon.load(), semantic)
 
-    Backends passed in are started but not closed: their owner closes them.
+
+def create_app(
+    settings: Settings,
+    backends: dict[str, Backend] | None = None,
+    guard: Guard | None | Literal["default"] = "default",
+) -> Litestar:
+    """The service. ``backends`` maps model names to backends (default: the configured HF model);
+    ``guard`` is the safety layer (default: from the settings; None: off).
+
+    Backends passed in are started but not closed: their owner closes them. Policy files are read
+    here, so a bad policy stops the start with a message naming the field (``PolicyError``).
     """
     owns_backends = backends is None
     served = default_backends(settings) if backends is None else backends
+    policies = load_policies(settings.safety.policy_file or DEFAULT_POLICY_FILE, settings.safety.policies_dir)
+    safety = default_guard(settings) if guard == "default" else guard
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,6 +87,8 @@ def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -
             if await session.run_sync(keys.bootstrap_admin_key, settings.admin_key_file):
                 log.warning("created the first admin API key; it is in %s", settings.admin_key_file.resolve())
         loading = [asyncio.create_task(b.start()) for b in served.values()]
+        if safety is not None and safety.semantic is not None:
+            loading.append(asyncio.create_task(asyncio.to_thread(safety.semantic.load)))
         try:
             yield
         finally:
@@ -76,13 +100,21 @@ def create_app(settings: Settings, backends: dict[str, Backend] | None = None) -
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[chat_completions, list_models, healthz, readyz, KeysController],
+        route_handlers=[chat_completions, list_models, healthz, readyz, KeysController, safety_events],
         lifespan=[lifespan],
         middleware=[api_key_auth()],
         dependencies={"db_session": Provide(provide_db_session)},
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_body_bytes,
-        state=State({"settings": settings, "backends": served, "started_at": int(time.time())}),
+        state=State(
+            {
+                "settings": settings,
+                "backends": served,
+                "guard": safety,
+                "policies": policies,
+                "started_at": int(time.time()),
+            }
+        ),
         openapi_config=OpenAPIConfig(
             title="assistant",
             version="0.1.0",

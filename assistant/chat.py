@@ -1,7 +1,9 @@
 """The chat pipeline, the same for streaming and non-streaming answers and for every backend.
 
+    safety screen of the input (blocked: the backend is never called; PII -> placeholders)
     prompt: system instruction (base + style + glossary) + the conversation, trimmed to the window
-    -> backend.stream -> stop sequences -> glossary rewrite -> Delta ... Done
+    -> backend.stream -> stop sequences -> glossary rewrite -> safety output filter -> PII restored
+    -> Delta ... Done
 
 Raises ``ChatError`` subclasses: ``ContextTooLong``.
 """
@@ -10,10 +12,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from safety.pii import PiiVault
 
 from assistant.backends.base import Backend, FinishReason, GenerationOptions, Message, TextPiece
 from assistant.settings import Style
 from safety.glossary import Glossary
+from safety.guard import Guard, SafetyEvent
+from safety.policy import Policy
 
 STYLE_INSTRUCTIONS: dict[Style, str] = {
     "formal": "Write in a formal, courteous and precise register. Avoid slang and contractions.",
@@ -112,11 +119,45 @@ class Delta:
     text: str
 
 
+ChatFinish = FinishReason | Literal["content_filter"]
+
+
 @dataclass(frozen=True)
 class Done:
-    finish_reason: FinishReason
+    finish_reason: ChatFinish
     usage: Usage
     terms_rewrites: int
+    #: What the output filter blocked, masked or flagged (input events are on ``Safety``).
+    safety_events: list[SafetyEvent] = field(default_factory=list)
+
+
+@dataclass
+class Safety:
+    """The safety layer for one request: its policy, its PII vault and what it has found so far."""
+
+    guard: Guard
+    policy: Policy
+    vault: PiiVault = field(default_factory=PiiVault)
+    events: list[SafetyEvent] = field(default_factory=list)
+
+    def screen(self, conversation: list[Message]) -> bool:
+        """Check and mask the conversation in place; returns whether it must be refused.
+
+        Every user message is checked (a client can rewrite history); the semantic detectors run on
+        the newest one. PII in any message becomes a placeholder.
+        """
+        last_user = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=-1)
+        blocked = False
+        for i, message in enumerate(conversation):
+            if message["role"] == "system":
+                continue
+            verdict = self.guard.check_input(
+                message["content"], self.policy, self.vault, semantic=i == last_user
+            )
+            self.events += verdict.events
+            blocked = blocked or (verdict.blocked and message["role"] == "user")
+            message["content"] = verdict.text
+        return blocked
 
 
 @dataclass(frozen=True)
@@ -127,28 +168,65 @@ class ChatJob:
     options: GenerationOptions
     stop: tuple[str, ...] = ()
     glossary: Glossary = field(default_factory=lambda: Glossary({}))
+    safety: Safety | None = None
+
+
+class _Stage(Protocol):
+    def feed(self, text: str) -> str: ...
+    def flush(self) -> str: ...
+
+
+def _feed(stages: list[_Stage], text: str) -> str:
+    for stage in stages:
+        text = stage.feed(text) if text else ""
+    return text
+
+
+def _flush(stages: list[_Stage]) -> str:
+    text = ""
+    for stage in stages:
+        text = (stage.feed(text) if text else "") + stage.flush()
+    return text
+
+
+async def refusal(message: str, prompt_tokens: int) -> AsyncGenerator[Delta | Done, None]:
+    """The answer to a blocked request: a canned message; the backend is never called."""
+    yield Delta(message)
+    yield Done("content_filter", Usage(prompt_tokens, 0), 0)
 
 
 async def run_chat(backend: Backend, job: ChatJob, prompt_tokens: int) -> AsyncGenerator[Delta | Done, None]:
-    """Generate, cut at stop sequences, rewrite the glossary; closing this iterator stops the backend."""
+    """Generate and pass the text through the stages; closing this iterator stops the backend."""
     stops = StopScanner(job.stop)
     terms = job.glossary.stream()
+    stages: list[_Stage] = [stops, terms]
+    output = None
+    if job.safety is not None:
+        safety = job.safety
+        output = safety.guard.output_filter(safety.policy, safety.vault, job.messages[0]["content"])
+        stages += [output, safety.vault.restorer()]
     events = backend.stream(job.messages, job.options)
-    finish: FinishReason = "stop"
+    finish: ChatFinish = "stop"
     completion_tokens = 0
     try:
         async for event in events:
             if isinstance(event, TextPiece):
                 completion_tokens = event.completion_tokens
-                if text := terms.feed(stops.feed(event.text)):
+                if text := _feed(stages, event.text):
                     yield Delta(text)
-                if stops.stopped:
+                if stops.stopped or (output is not None and output.blocked):
                     break
             else:
                 finish, prompt_tokens = event.reason, event.prompt_tokens
                 completion_tokens = event.completion_tokens
     finally:
         await events.aclose()
-    if text := terms.feed(stops.flush()) + terms.flush():
-        yield Delta(text)
-    yield Done(finish, Usage(prompt_tokens, completion_tokens), terms.rewrites)
+    tail = _flush(stages)
+    if output is not None and output.blocked:
+        finish = "content_filter"
+        tail += job.safety.policy.responses.blocked_output_message if job.safety else ""
+    if tail:
+        yield Delta(tail)
+    yield Done(
+        finish, Usage(prompt_tokens, completion_tokens), terms.rewrites, output.events if output else []
+    )

@@ -37,11 +37,17 @@ def serve(host: str | None, port: int | None) -> None:
     from assistant.app import create_app
     from assistant.db import migrate as run_migrations
 
+    from safety.policy import PolicyError
+
     settings = _settings()
     if settings.database.auto_migrate:
         run_migrations(settings.database_url)
+    try:
+        app = create_app(settings)
+    except PolicyError as exc:
+        raise click.ClickException(f"invalid safety policy: {exc}") from exc
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log_level.lower(),
@@ -76,12 +82,18 @@ def _session() -> Session:
 @keys.command("create", help="Create a key and print it (this is the only time it is shown).")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["chat", "admin"]), default="chat", show_default=True)
-def keys_create(name: str, role: str) -> None:
+@click.option("--policy", help="Safety policy for this key's requests (a file stem in the policies dir).")
+def keys_create(name: str, role: str, policy: str | None) -> None:
     from assistant import keys as api_keys
+    from safety.policy import DEFAULT_POLICY_FILE, load_policies
 
+    settings = Settings()
+    known = load_policies(settings.safety.policy_file or DEFAULT_POLICY_FILE, settings.safety.policies_dir)
+    if policy is not None and policy not in known:
+        raise click.ClickException(f"no policy named {policy!r}; known: {', '.join(sorted(known))}")
     with _session() as session:
         try:
-            key = api_keys.create_key(session, name, cast(api_keys.Role, role))
+            key = api_keys.create_key(session, name, cast(api_keys.Role, role), policy)
         except api_keys.DuplicateKeyName as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(key)
@@ -94,9 +106,9 @@ def keys_list() -> None:
     with _session() as session:
         for key in api_keys.list_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-            click.echo(
-                f"{key.name}\t{key.role}\t{key.prefix}…\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}"
-            )
+            created = f"created {key.created_at:%Y-%m-%d %H:%M}"
+            policy = f"policy {key.policy or 'default'}"
+            click.echo(f"{key.name}\t{key.role}\t{key.prefix}…\t{policy}\t{created}\t{state}")
 
 
 @keys.command("revoke", help="Revoke the key with this name.")

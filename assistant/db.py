@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, String, create_engine
+from sqlalchemy import DateTime, Float, String, create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +37,25 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    #: Name of the safety policy for this key's requests; None: the default policy.
+    policy: Mapped[str | None] = mapped_column(String(100), default=None)
+
+
+class SafetyEventRow(Base):
+    """One block, mask or flag by the safety layer. Never holds PII: the excerpt is redacted."""
+
+    __tablename__ = "safety_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    key_name: Mapped[str] = mapped_column(String(100), index=True)
+    direction: Mapped[str] = mapped_column(String(10))
+    check: Mapped[str] = mapped_column(String(20))
+    category: Mapped[str] = mapped_column(String(50), index=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(10))
+    score: Mapped[float] = mapped_column(Float)
+    excerpt: Mapped[str] = mapped_column(String(400))
 
 
 def async_url(url: str) -> str:

@@ -39,14 +39,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, role: Role) -> str:
+def create_key(session: Session, name: str, role: Role, policy: str | None = None) -> str:
     """Store a new key and return it in clear: the only time it is available."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
         raise DuplicateKeyName(f"a key named {name!r} already exists")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name, role=role, key_hash=hash_key(key), prefix=key[:10]))
+    session.add(ApiKey(name=name, role=role, key_hash=hash_key(key), prefix=key[:10], policy=policy))
     session.commit()
     return key
 

@@ -62,6 +62,15 @@ class DatabaseSettings(BaseModel):
     auto_migrate: bool = Field(True, description="`assistant serve` runs Alembic migrations on start.")
 
 
+class SafetySettings(BaseModel):
+    enabled: bool = Field(True, description="Run the safety layer on every chat request.")
+    policy_file: Path | None = Field(None, description="Default policy (TOML). Unset: the bundled default.")
+    policies_dir: Path | None = Field(
+        None, description="Named policies (`NAME.toml`) that API keys can be assigned."
+    )
+    semantic: bool = Field(True, description="Load the embedding model of the semantic detectors.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid")
 
@@ -75,6 +84,7 @@ class Settings(BaseSettings):
     chat: ChatSettings = ChatSettings()
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
+    safety: SafetySettings = SafetySettings()
 
     @property
     def database_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from litestar import Controller, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,7 @@ class KeyOut(BaseModel):
     name: str
     role: str
     prefix: str
+    policy: str | None
     created_at: datetime
     revoked_at: datetime | None
 
@@ -27,6 +29,7 @@ class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     role: keys.Role = "chat"
+    policy: str | None = Field(None, description="Safety policy name; None: the default policy.")
 
 
 class CreatedKey(KeyOut):
@@ -44,10 +47,13 @@ class KeysController(Controller):
 
     @post("/", summary="Create an API key")
     async def create_key(
-        self, data: JSONBody[NewKey], db_session: NamedDependency[AsyncSession]
+        self, data: JSONBody[NewKey], db_session: NamedDependency[AsyncSession], state: State
     ) -> CreatedKey:
+        if data.policy is not None and data.policy not in state.policies:
+            known = ", ".join(sorted(state.policies))
+            raise ApiError(400, f"no policy named {data.policy!r}; known: {known}", param="policy")
         try:
-            key = await db_session.run_sync(keys.create_key, data.name, data.role)
+            key = await db_session.run_sync(keys.create_key, data.name, data.role, data.policy)
         except keys.DuplicateKeyName as exc:
             raise ApiError(400, str(exc), param="name", code="duplicate_name") from exc
         created = next(k for k in await db_session.run_sync(keys.list_keys) if k.name == data.name)

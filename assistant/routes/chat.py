@@ -5,20 +5,34 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
-from litestar import post
+from litestar import Request, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import Stream
 
+from assistant.audit import record_events
 from assistant.backends.base import Backend, BackendNotReady, GenerationOptions, Message
-from assistant.chat import ChatJob, Delta, Done, run_chat, system_instruction, trim_to_window, with_system
+from assistant.chat import (
+    ChatJob,
+    Delta,
+    Done,
+    Safety,
+    refusal,
+    run_chat,
+    system_instruction,
+    trim_to_window,
+    with_system,
+)
+from assistant.db import ApiKey
 from assistant.errors import ApiError
 from assistant.schemas import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage, UsageOut
 from assistant.settings import Settings
 from safety.glossary import Glossary
+from safety.guard import Guard, SafetyEvent
 
 
 def find_backend(state: State, model: str) -> Backend:
@@ -58,8 +72,13 @@ def _max_tokens(request: ChatCompletionRequest, settings: Settings) -> int:
     return asked
 
 
-def prepare(request: ChatCompletionRequest, backend: Backend, settings: Settings) -> tuple[ChatJob, int]:
-    """Validate what the schema cannot and build the prompt; returns the job and its prompt tokens."""
+def prepare(
+    request: ChatCompletionRequest, backend: Backend, settings: Settings, safety: Safety | None
+) -> tuple[ChatJob, int, bool]:
+    """Validate what the schema cannot, screen the input, build the prompt.
+
+    Returns the job, its prompt tokens, and whether the safety layer refused the input.
+    """
     if request.n != 1:
         raise ApiError(400, f"n={request.n} is not supported: only one choice (n=1) per request", param="n")
     terms = request.terms or {}
@@ -71,21 +90,47 @@ def prepare(request: ChatCompletionRequest, backend: Backend, settings: Settings
     ]
     if conversation[-1]["role"] == "assistant":
         raise ApiError(400, "the last message must come from the user (or system)", param="messages")
+    blocked = safety.screen(conversation) if safety is not None else False
     instruction = system_instruction(settings.chat.system_prompt, style, terms)
     messages, prompt_tokens = trim_to_window(backend, with_system(conversation, instruction), max_tokens)
     temperature = settings.chat.default_temperature if request.temperature is None else request.temperature
     options = GenerationOptions(max_tokens, temperature, request.top_p or 1.0, request.seed)
-    return ChatJob(messages, options, request.stop_sequences, glossary), prompt_tokens
+    job = ChatJob(messages, options, request.stop_sequences, glossary, safety)
+    return job, prompt_tokens, blocked
+
+
+def request_safety(state: State, key: ApiKey) -> Safety | None:
+    guard: Guard | None = state.guard
+    if guard is None:
+        return None
+    return Safety(guard, state.policies[key.policy or "default"])
+
+
+async def record(state: State, key: ApiKey, events: list[SafetyEvent]) -> None:
+    if events:
+        async with state.sessions() as session:
+            await session.run_sync(record_events, key.name, events)
 
 
 @post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")
-async def chat_completions(data: JSONBody[ChatCompletionRequest], state: State) -> ChatCompletion | Stream:
+async def chat_completions(
+    data: JSONBody[ChatCompletionRequest], state: State, request: Request[ApiKey, str, State]
+) -> ChatCompletion | Stream:
     settings: Settings = state.settings
     backend = find_backend(state, data.model)
     if not backend.ready:
         raise BackendNotReady(backend.not_ready_reason)
-    job, prompt_tokens = prepare(data, backend, settings)
-    events = run_chat(backend, job, prompt_tokens)
+    safety = request_safety(state, request.user)
+    job, prompt_tokens, blocked = prepare(data, backend, settings, safety)
+    await record(state, request.user, safety.events if safety else [])
+    if blocked and safety is not None:
+        responses = safety.policy.responses
+        if responses.on_blocked_input == "error":
+            raise ApiError(400, "the request was blocked by the content filter", code="content_filter")
+        events = refusal(responses.refusal_message, prompt_tokens)
+    else:
+        events = run_chat(backend, job, prompt_tokens)
+    events = _audited(events, partial(record, state, request.user))
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     first = await anext(events)  # errors such as a full queue surface here, before any byte is sent
     if not data.stream:
@@ -93,6 +138,19 @@ async def chat_completions(data: JSONBody[ChatCompletionRequest], state: State) 
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     chunks = _sse(first, events, completion_id, created, data.model, include_usage)
     return Stream(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _audited(
+    events: AsyncGenerator[Delta | Done, None], record: Callable[[list[SafetyEvent]], Awaitable[None]]
+) -> AsyncGenerator[Delta | Done, None]:
+    """Pass the events on; write the output filter's findings to the audit table at the end."""
+    try:
+        async for event in events:
+            if isinstance(event, Done):
+                await record(event.safety_events)
+            yield event
+    finally:
+        await events.aclose()
 
 
 async def _collect(

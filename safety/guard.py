@@ -1,0 +1,170 @@
+"""The safety layer's entry points: check a message going in, filter an answer coming out.
+
+Input (``Guard.check_input``): lexicon, PII, injection rules and, on the newest message, the semantic
+detectors. PII set to "mask" becomes a placeholder from the request's ``PiiVault``, so the model never
+sees it; the answer gets it back.
+
+Output (``Guard.output_filter``): lexicon, PII and system-prompt leaks, checked while the answer
+streams. At most ``OUTPUT_HOLD_BACK`` characters are held back: anything a check would block that is
+at most that long never reaches the client, however the answer is split into chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from safety.findings import Action, Direction, Finding
+from safety.injection import find_injection, leaks_system_prompt
+from safety.lexicon import Lexicon
+from safety.pii import PiiVault, find_pii
+from safety.policy import Policy
+from safety.semantic import SemanticDetector
+
+#: Characters of an answer held back while streaming (longer than any lexicon match, PII value or
+#: leak window the output checks need to see whole).
+OUTPUT_HOLD_BACK = 64
+EXCERPT_CONTEXT = 30
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """One finding and what was done about it, with a redacted excerpt for the audit trail."""
+
+    direction: Direction
+    finding: Finding
+    action: Action
+    excerpt: str
+
+
+@dataclass
+class InputVerdict:
+    text: str  # what the model may see: masked, PII replaced by placeholders
+    blocked: bool
+    events: list[SafetyEvent]
+
+
+def redact_excerpt(text: str, finding: Finding) -> str:
+    """Text around a finding, with the finding and any PII in view replaced by their category."""
+    start = max(0, finding.start - EXCERPT_CONTEXT)
+    end = min(len(text), finding.end + EXCERPT_CONTEXT)
+    window = text[start : finding.start] + f"[{finding.category}]" + text[finding.end : end]
+    for pii in sorted(find_pii(window), key=lambda f: f.start, reverse=True):
+        window = window[: pii.start] + f"[{pii.category}]" + window[pii.end :]
+    return ("…" if start else "") + window + ("…" if end < len(text) else "")
+
+
+def apply_masks(text: str, findings: list[Finding], vault: PiiVault | None = None) -> str:
+    """Mask spans: terms become asterisks (same length), PII a vault placeholder or ``[CATEGORY]``."""
+    pii = [f for f in findings if f.check == "pii"]
+    for f in findings:
+        if f.check != "pii":
+            text = text[: f.start] + "*" * (f.end - f.start) + text[f.end :]
+    if vault is not None:
+        return vault.protect(text, pii)
+    for f in sorted(pii, key=lambda f: f.start, reverse=True):
+        text = text[: f.start] + f"[{f.category.upper()}]" + text[f.end :]
+    return text
+
+
+@dataclass
+class Guard:
+    lexicon: Lexicon
+    semantic: SemanticDetector | None = None
+
+    def findings(self, text: str, policy: Policy, *, semantic: bool) -> list[Finding]:
+        found: list[Finding] = []
+        if policy.lexicon.enabled:
+            found += self.lexicon.find(text)
+        if policy.pii.enabled:
+            found += find_pii(text)
+        if policy.injection.enabled:
+            found += find_injection(text)
+        if semantic and policy.semantic.enabled and self.semantic is not None:
+            found += self.semantic.find(text)
+        return found
+
+    def check_input(
+        self, text: str, policy: Policy, vault: PiiVault, *, semantic: bool = True
+    ) -> InputVerdict:
+        events = _events("input", text, self.findings(text, policy, semantic=semantic), policy)
+        blocked = any(e.action == "block" for e in events)
+        masked = _non_overlapping([e.finding for e in events if e.action == "mask"])
+        return InputVerdict(apply_masks(text, masked, vault), blocked, events)
+
+    def output_filter(self, policy: Policy, vault: PiiVault, system_prompt: str) -> OutputFilter:
+        return OutputFilter(self, policy, vault, system_prompt)
+
+
+def _non_overlapping(findings: list[Finding]) -> list[Finding]:
+    kept: list[Finding] = []
+    for finding in sorted(findings, key=lambda f: (f.start, f.start - f.end)):
+        if not kept or finding.start >= kept[-1].end:
+            kept.append(finding)
+    return kept
+
+
+def _events(direction: Direction, text: str, findings: list[Finding], policy: Policy) -> list[SafetyEvent]:
+    events = []
+    for finding in findings:
+        action = policy.action_for(finding)
+        if action != "allow":
+            events.append(SafetyEvent(direction, finding, action, redact_excerpt(text, finding)))
+    return events
+
+
+@dataclass
+class OutputFilter:
+    """Checks an answer piece by piece; ``blocked`` turns true when the answer must be cut."""
+
+    guard: Guard
+    policy: Policy
+    vault: PiiVault
+    system_prompt: str
+    blocked: bool = False
+    events: list[SafetyEvent] = field(default_factory=list)
+    _context: str = ""  # already released text, kept so a check sees across the release point
+    _buffer: str = ""
+
+    def feed(self, piece: str) -> str:
+        self._buffer += piece
+        return self._release(final=False)
+
+    def flush(self) -> str:
+        return self._release(final=True)
+
+    def _check(self, window: str) -> list[Finding]:
+        found: list[Finding] = []
+        if self.policy.lexicon.enabled:
+            found += self.guard.lexicon.find(window)
+        if self.policy.pii.enabled:
+            found += find_pii(window)
+        if self.policy.system_prompt.enabled and self.system_prompt:
+            leak = leaks_system_prompt(window, self.system_prompt)
+            found += [leak] if leak else []
+        return found
+
+    def _release(self, *, final: bool) -> str:
+        if self.blocked:
+            return ""
+        offset = len(self._context)
+        window = self._context + self._buffer
+        acted = [(f, self.policy.action_for(f)) for f in self._check(window) if f.end > offset]
+        acted = [(f, a) for f, a in acted if a != "allow"]
+        cut = len(window) if final else max(offset, len(window) - OUTPUT_HOLD_BACK)
+        if blocking := [f.start for f, a in acted if a == "block"]:
+            self.blocked = True
+            cut = max(offset, min(*blocking, cut))  # the clean text before the first block still goes out
+        for f, a in acted:  # a span is released whole, never cut in two
+            if a != "block" and f.start < cut < f.end:
+                cut = max(offset, f.start)
+        done = [(f, a) for f, a in acted if f.start < cut or a == "block"]
+        self.events += [SafetyEvent("output", f, a, redact_excerpt(window, f)) for f, a in done]
+        masks = _non_overlapping([_shift(f, offset) for f, a in done if a == "mask"])
+        self._context = window[max(0, cut - OUTPUT_HOLD_BACK) : cut]
+        self._buffer = window[cut:]
+        return apply_masks(window[offset:cut], masks)
+
+
+def _shift(finding: Finding, offset: int) -> Finding:
+    start = max(finding.start, offset) - offset
+    return Finding(finding.check, finding.category, finding.rule, start, finding.end - offset, finding.score)

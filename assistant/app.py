@@ -30,7 +30,6 @@ from assistant.settings import Settings
 from safety.guard import Guard
 from safety.lexicon import Lexicon
 from safety.policy import DEFAULT_POLICY_FILE, load_policies
-from safety.semantic import SemanticDetector
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,8 @@ def default_guard(settings: Settings) -> Guard | None:
     """The safety layer from the settings; its semantic model loads in the app's lifespan."""
     if not settings.safety.enabled:
         return None
+    from safety.semantic import SemanticDetector
+
     semantic = SemanticDetector() if settings.safety.semantic else None
     return Guard(Lexicon.load(), semantic)
 

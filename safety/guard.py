@@ -12,13 +12,16 @@ at most that long never reaches the client, however the answer is split into chu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from safety.findings import Action, Direction, Finding
 from safety.injection import find_injection, leaks_system_prompt
 from safety.lexicon import Lexicon
 from safety.pii import PiiVault, find_pii
 from safety.policy import Policy
-from safety.semantic import SemanticDetector
+
+if TYPE_CHECKING:
+    from safety.semantic import SemanticDetector
 
 #: Characters of an answer held back while streaming (longer than any lexicon match, PII value or
 #: leak window the output checks need to see whole).
@@ -44,13 +47,25 @@ class InputVerdict:
 
 
 def redact_excerpt(text: str, finding: Finding) -> str:
-    """Text around a finding, with the finding and any PII in view replaced by their category."""
-    start = max(0, finding.start - EXCERPT_CONTEXT)
-    end = min(len(text), finding.end + EXCERPT_CONTEXT)
-    window = text[start : finding.start] + f"[{finding.category}]" + text[finding.end : end]
-    for pii in sorted(find_pii(window), key=lambda f: f.start, reverse=True):
-        window = window[: pii.start] + f"[{pii.category}]" + window[pii.end :]
-    return ("…" if start else "") + window + ("…" if end < len(text) else "")
+    """Text around a finding, with the finding and all PII in view replaced by their category.
+
+    PII is redacted in a wider window before the excerpt is cut, so a value cut in half at the
+    excerpt's edge is still recognised and hidden.
+    """
+    margin = EXCERPT_CONTEXT + 100
+    before = _redact_pii(text[max(0, finding.start - margin) : finding.start])
+    after = _redact_pii(text[finding.end : finding.end + margin])
+    left = before[-EXCERPT_CONTEXT:] if len(before) > EXCERPT_CONTEXT or finding.start > margin else before
+    right = after[:EXCERPT_CONTEXT]
+    prefix = "…" if len(left) < finding.start else ""
+    suffix = "…" if len(right) < len(text) - finding.end else ""
+    return f"{prefix}{left}[{finding.category}]{right}{suffix}"
+
+
+def _redact_pii(text: str) -> str:
+    for pii in sorted(find_pii(text), key=lambda f: f.start, reverse=True):
+        text = text[: pii.start] + f"[{pii.category}]" + text[pii.end :]
+    return text
 
 
 def apply_masks(text: str, findings: list[Finding], vault: PiiVault | None = None) -> str:
@@ -151,9 +166,14 @@ class OutputFilter:
         acted = [(f, self.policy.action_for(f)) for f in self._check(window) if f.end > offset]
         acted = [(f, a) for f, a in acted if a != "allow"]
         cut = len(window) if final else max(offset, len(window) - OUTPUT_HOLD_BACK)
+        # A finding that reaches the end of what has arrived may still turn into an innocent word
+        # ("spic" + "y"): it is held back, and judged when more text (or the end) comes.
+        pending = [f for f, _ in acted if not final and f.end >= len(window)]
+        acted = [(f, a) for f, a in acted if f not in pending]
+        cut = min([cut, *(max(offset, f.start) for f in pending)])
         if blocking := [f.start for f, a in acted if a == "block"]:
             self.blocked = True
-            cut = max(offset, min(*blocking, cut))  # the clean text before the first block still goes out
+            cut = max(offset, min(blocking))  # the checked text before the first block still goes out
         for f, a in acted:  # a span is released whole, never cut in two
             if a != "block" and f.start < cut < f.end:
                 cut = max(offset, f.start)

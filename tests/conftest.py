@@ -22,6 +22,8 @@ from assistant.backends.hf import HFBackend
 from assistant.db import migrate
 from assistant.model_store import resolve_model_dir
 from assistant.settings import Settings
+from safety.guard import Guard
+from safety.lexicon import Lexicon
 
 MODEL = "smollm2-135m-instruct"
 

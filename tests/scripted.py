@@ -32,3 +32,29 @@ class ScriptedBackend(Backend):
         for count, piece in enumerate(self.pieces, 1):
             yield TextPiece(piece, completion_tokens=count)
         yield Finished("stop", self.count_tokens(messages), len(self.pieces))
+
+
+class SpyBackend(Backend):
+    """Wraps a real backend and counts the generations it was asked for."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
+    @property
+    def context_window(self) -> int:
+        return self.inner.context_window
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return self.inner.count_tokens(messages)
+
+    async def stream(
+        self, messages: list[Message], options: GenerationOptions
+    ) -> AsyncGenerator[Event, None]:
+        self.calls += 1
+        async for event in self.inner.stream(messages, options):
+            yield event

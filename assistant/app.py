@@ -33,6 +33,8 @@ from safety.policy import DEFAULT_POLICY_FILE, load_policies
 
 log = logging.getLogger(__name__)
 
+SEMANTIC_FLOOR = 0.05
+
 
 def default_backends(settings: Settings) -> dict[str, Backend]:
     from assistant.backends.hf import HFBackend
@@ -59,14 +61,15 @@ def default_guard(settings: Settings) -> Guard | None:
         return None
     from safety.semantic import SemanticDetector
 
-    semantic = SemanticDetector() if settings.safety.semantic else None
+    # The detector reports every score above a floor; each policy applies its own thresholds.
+    semantic = SemanticDetector(SEMANTIC_FLOOR, SEMANTIC_FLOOR) if settings.safety.semantic else None
     return Guard(Lexicon.load(), semantic)
 
 
 def create_app(
     settings: Settings,
     backends: dict[str, Backend] | None = None,
-    guard: Guard | None | Literal["default"] = "default",
+    guard: Guard | Literal["default"] | None = "default",
 ) -> Litestar:
     """The service. ``backends`` maps model names to backends (default: the configured HF model);
     ``guard`` is the safety layer (default: from the settings; None: off).

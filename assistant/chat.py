@@ -14,12 +14,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from safety.pii import PiiVault
-
 from assistant.backends.base import Backend, FinishReason, GenerationOptions, Message, TextPiece
 from assistant.settings import Style
 from safety.glossary import Glossary
 from safety.guard import Guard, SafetyEvent
+from safety.pii import PiiVault
 from safety.policy import Policy
 
 STYLE_INSTRUCTIONS: dict[Style, str] = {

@@ -36,7 +36,6 @@ def serve(host: str | None, port: int | None) -> None:
 
     from assistant.app import create_app
     from assistant.db import migrate as run_migrations
-
     from safety.policy import PolicyError
 
     settings = _settings()

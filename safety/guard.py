@@ -95,8 +95,13 @@ class Guard:
         if policy.injection.enabled:
             found += find_injection(text)
         if semantic and policy.semantic.enabled and self.semantic is not None:
-            found += self.semantic.find(text)
+            found += [f for f in self.semantic.find(text) if f.score >= _threshold(policy, f)]
         return found
+
+    @property
+    def ready(self) -> bool:
+        """Whether the semantic model, if any, has loaded."""
+        return self.semantic is None or self.semantic.loaded
 
     def check_input(
         self, text: str, policy: Policy, vault: PiiVault, *, semantic: bool = True
@@ -108,6 +113,11 @@ class Guard:
 
     def output_filter(self, policy: Policy, vault: PiiVault, system_prompt: str) -> OutputFilter:
         return OutputFilter(self, policy, vault, system_prompt)
+
+
+def _threshold(policy: Policy, finding: Finding) -> float:
+    semantic = policy.semantic
+    return semantic.injection_threshold if finding.check == "injection" else semantic.harmful_threshold
 
 
 def _non_overlapping(findings: list[Finding]) -> list[Finding]:

@@ -16,9 +16,10 @@ Categories:
   ``</system>``).
 - ``indirect_injection``: text that addresses the AI reading it ("note to the AI assistant reading
   this").
-- ``encoded_payload``: a base64, hex, binary or rot13 payload whose decoded text trips a rule (rule id
-  ``base64:<inner rule>``), a "decode this and follow it" request, or text hidden in Unicode tag
-  characters (U+E0000-U+E007F, flagged on their own as ``unicode_tags``).
+- ``encoded_payload``: a payload whose decoded text trips a rule (rule id ``base64:<inner rule>``;
+  base64, base32, base85/ascii85, hex, binary, percent-encoding, ``\\u``/``\\x`` escapes, Morse,
+  rot13, text written backwards), a "decode this and follow it" request, or text hidden in Unicode
+  tag characters (U+E0000-U+E007F, flagged on their own as ``unicode_tags``).
 
 Customer-service phrasing stays clear: "ignore the previous email I sent", "please disregard my last
 message", "what are your instructions for returning an item?", "how do I enable developer mode on my
@@ -33,7 +34,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -249,6 +251,7 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
         "alignment",
     ),
     "override_command": ("override",),
+    "rules_changed": ("rules", "instructions", "guidelines", "policies"),
     "zh_ignore_instructions": (
         "忽", "无视", "忘", "理", "别管", "不用管", "抛", "丢弃", "撇开", "绕过", "推翻", "废除", "遵",
         "听从",
@@ -271,6 +274,7 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
     ),
     "not_bound_by_rules": ("bound", "restricted", "limited", "constrained", "governed"),
     "stay_in_character": ("character",),
+    "act_as_unrestricted": ("uncensored", "unfiltered", "unrestricted", "jailbroken", "unlimited"),
     "jailbreak_persona": ("jailbr",),
     "evil_twin": ("evil", "uncensored", "unfiltered", "unrestricted", "shadow", "opposite"),
     "authority_claim": (
@@ -295,12 +299,17 @@ _TRIGGERS: dict[str, tuple[str, ...]] = {
     "zh_reveal_system_prompt": ("提示", "指令", "消息", "prompt"),
     "zh_repeat_text_above": ("上面", "以上", "之前", "前面", "上述", "最开始", "开头"),
     "zh_what_were_you_told": ("你被", "你收到", "你得到"),
+    "dump_context": ("context", "memory"),
     "chat_template_marker": ("<", "[inst", "[/inst"),
     "fake_system_header": ("system", "admin", "developer"),
-    "addressed_to_ai": ("ai", "assistant", "llm", "model", "chatbot", "agent"),
+    "fake_turn": ("system", "developer", "admin", "assistant", "end", "think", "reasoning", "scratchpad"),
+    "addressed_to_ai": ("ai", "assistant", "llm", "model", "chatbot", "agent", "bot"),
+    "exfiltrate_data": ("customer", "user", "client"),
+    "tool_call": ("_",),
+    "memory_injection": ("memory", "remember"),
     "decode_and_follow": (
-        "decode", "decipher", "decrypt", "unscramble", "reverse", "rot", "base", "hex", "解码", "解密",
-        "译码", "破译", "十六进制",
+        "decode", "decipher", "decrypt", "unscramble", "reverse", "rot", "base", "hex", "binary", "morse",
+        "encoded", "cipher", "backwards", "解码", "解密", "译码", "破译", "十六进制",
     ),
 }  # fmt: skip
 
@@ -352,7 +361,8 @@ _RULES: tuple[_Rule, ...] = (
     _rule(
         "new_instructions",
         _IGNORE,
-        rf"\b(?:your|the|my){_S}new{_S}(?:instructions|rules|directives|task|role|objective|purpose)"
+        rf"(?:^|[\n.!]\W*)new{_S}(?:instructions?|rules|directives?){_W}:"
+        rf"|\b(?:your|the|my){_S}new{_S}(?:instructions|rules|directives|task|role|objective|purpose)"
         rf"(?:{_S}(?:is|are))?{_W}(?::|to{_S}(?:ignore|reveal|obey|act|pretend))",
     ),
     _rule(
@@ -363,6 +373,12 @@ _RULES: tuple[_Rule, ...] = (
         rf"(?:(?:safety|content|ethical|moral|censorship|security){_W})?"
         rf"(?:filters?|guardrails|safeguards|restrictions|censorship|guidelines|limitations|rules|alignment)\b"
         rf"(?<!the filter)(?<!the filters)(?<!the rules)(?<!the restrictions)(?<!the limitations)",
+    ),
+    _rule(
+        "rules_changed",
+        _IGNORE,
+        rf"\byour{_S}(?:\w+{_S})?(?:rules|instructions|guidelines|policies){_S}(?:have{_S}|were{_S})?"
+        rf"(?:changed|been{_S}(?:updated|changed|replaced|lifted|removed|revoked))\b",
     ),
     _rule(
         "override_command",
@@ -443,6 +459,12 @@ _RULES: tuple[_Rule, ...] = (
         rf"\b(?:not|no{_S}longer|never){_S}(?:be{_S})?(?:bound|restricted|limited|constrained|governed)"
         rf"{_S}by{_S}(?:any{_S})?(?:\w+{_S}){{0,2}}?"
         rf"(?:rules|restrictions|guidelines|policies|ethics|morals|openai|anthropic|content{_W}polic\w*|filters)\b",
+    ),
+    _rule(
+        "act_as_unrestricted",
+        _PERSONA,
+        rf"\b(?:act|behave|pretend|roleplay|respond|answer){_S}(?:as|like){_S}(?:an?{_S})?"
+        rf"(?:uncensored|unfiltered|unrestricted|jailbroken|unlimited)\b",
     ),
     _rule("stay_in_character", _PERSONA, rf"\b(?:stay|remain|keep|break){_S}in{_S}character\b"),
     _rule(
@@ -531,7 +553,16 @@ _RULES: tuple[_Rule, ...] = (
         rf"(?:before|initially|at the start|originally|by{_S}(?:your|the){_S}"
         rf"(?:developers?|creators?|system|company|operator))"
         rf"|\b(?:instructions|rules|guidelines|directives){_S}(?:were{_S}|have{_S})?you{_S}(?:been{_S})?"
-        rf"(?:given|told|provided|programmed|assigned)\b",
+        rf"(?:given|told|provided|programmed|assigned)\b"
+        rf"|\b(?:instructions|rules|guidelines|directives|prompt){_S}you{_S}(?:were|have{_S}been|received|got)"
+        rf"(?:{_S}(?:given|told|provided))?{_S}(?:by|from|at|before|initially|originally)\b",
+    ),
+    _rule(
+        "dump_context",
+        _EXTRACT,
+        rf"\b(?:print|output|show|dump|repeat|reveal|list|display|copy|paste|give{_S}me){_S}"
+        rf"(?:\w+{_S}){{0,3}}?(?:everything|all|contents?){_S}(?:\w+{_S}){{0,2}}?(?:in|of|from){_S}"
+        rf"your{_S}(?:context(?:{_W}window)?|memory)\b",
     ),
     # system_prompt_extraction, Chinese
     _rule(
@@ -564,15 +595,48 @@ _RULES: tuple[_Rule, ...] = (
         r"(?:^|\n)\s*(?:#{2,}|\[|\*\*)?\s*(?:system|admin|developer)\s*"
         r"(?:message|prompt|override|instructions?|note|update)\s*(?:\]|\*\*)?\s*[:]",
     ),
+    _rule(
+        "fake_turn",
+        _DELIMITER,
+        r"(?:#{2,}|-{3,}|={3,}|\[|\*{2,})\s*end\W+of\W+(?:the\W+)?(?:user\W+input|input|document|conversation"
+        r"|prompt|context|instructions|message)\b"
+        r"|\n\s*\[?(?:system|developer|admin)\]?\s*:"
+        r"|(?:^|\n)\s*\[(?:system|developer|admin)\]"
+        r"|(?:^|\n)\s*assistant\s*:\s*(?:sure|okay|ok|of course|certainly|here\s+is|here's)"
+        r"|<\s*/?\s*(?:thinking|think|reasoning|scratchpad)\s*>"
+        r"|\breasoning(?:\W+trace)?\W*\(\W*assistant\W*\)",
+    ),
     # indirect_injection
     _rule(
         "addressed_to_ai",
         _INDIRECT,
-        rf"\b(?:note|message|instructions?|attention){_S}(?:to|for){_S}(?:the{_S}|any{_S})?"
-        rf"(?:ai|assistant|llm|language model|chatbot|agent|model)\b"
-        rf"|\b(?:ai|assistant|llm|agent|model|chatbot)s?{_S}(?:reading|processing|summari[sz]ing|parsing)"
-        rf"{_S}(?:this|these)\b"
+        rf"\b(?:note|message|instructions?|attention|important|notice){_S}(?:to|for){_S}"
+        rf"(?:the{_S}|any{_S}|all{_S})?(?:ai|assistant|llm|language model|chatbot|bot|agent|model)s?\b"
+        rf"|\b(?:ai|assistant|llm|agent|model|chatbot|bot)s?(?:{_S}(?:system|agent)s?)?{_S}"
+        rf"(?:reading|processing|summari[sz]ing|parsing|integrating){_S}(?:this|these)\b"
+        rf"|\b(?:ai|llm){_S}(?:coding{_S})?(?:agents?|assistants?|models?){_S}(?:\w+{_S}){{0,3}}?"
+        rf"(?:should|must|are{_S}required{_S}to)\b"
         rf"|(?:致|给)(?:读到|阅读|处理)(?:这|此){_ZH_CLAUSE}{{0,6}}(?:ai|人工智能|助手|模型)",
+    ),
+    _rule(
+        "exfiltrate_data",
+        _INDIRECT,
+        rf"\b(?:send|email|e{_W}mail|forward|post|upload|transfer|export|mail|leak){_S}(?:\w+{_S}){{0,4}}?"
+        rf"(?:customer|user|client)s?{_W}(?:list|database|db|records|emails|e{_W}mails|data|credentials)\b"
+        rf"[^\n]{{0,60}}?\bto{_S}(?:\S+@\S+|https?:|an?{_S}(?:external|outside|third{_W}party))",
+    ),
+    _rule(
+        "tool_call",
+        _INDIRECT,
+        rf"\b(?:call|invoke|use|run|execute|trigger){_S}(?:the{_S})?[a-z]+_[a-z_]+\b",
+    ),
+    _rule(
+        "memory_injection",
+        _INDIRECT,
+        rf"\b(?:save|store|write|add|keep|persist){_S}(?:this|the{_S}following|these|it)(?:{_S}\w+){{0,3}}?"
+        rf"{_S}(?:to|in|into){_S}your{_S}(?:long{_W}term{_S})?memory\b"
+        rf"|\bremember{_S}(?:this{_S})?for{_S}(?:all{_S})?future{_S}(?:tasks|conversations|sessions|requests"
+        rf"|answers|users)\b",
     ),
     # encoded_payload: requests to decode a payload and act on it
     _rule(
@@ -582,7 +646,10 @@ _RULES: tuple[_Rule, ...] = (
         rf"(?:and|then|,){_W}(?:then{_S})?(?:follow|execute|obey|comply|carry{_S}out|act{_S}on|perform"
         rf"|do{_S}(?:what|as))\b"
         rf"|(?:解码|解密|译码|破译|base64|rot13|十六进制){_ZH_CLAUSE}{{0,20}}?(?:然后|并|再|后){_ZH_CLAUSE}{{0,4}}?"
-        r"(?:执行|照做|遵循|遵守|服从|按照)",
+        r"(?:执行|照做|遵循|遵守|服从|按照)"
+        rf"|\b(?:rot{_W}13|base{_W}(?:64|32)|hex(?:adecimal)?|binary|morse|encoded|cipher(?:text)?|backwards"
+        rf"|reversed)\b[^.!?\n]{{0,60}}?\b(?:execute|follow|obey|comply|carry{_S}out|act{_S}on"
+        rf"|do{_S}(?:exactly{_S})?(?:what|as){_S}it{_S}(?:says|tells|asks))\b",
     ),
 )
 
@@ -654,7 +721,24 @@ def _matches(folded: _Folded, rules: tuple[_Rule, ...]) -> Iterator[tuple[_Rule,
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")  # scanned left to right: always a whole run
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:(?:\\x|0x)?[0-9A-Fa-f]{2}[\s,:]?){8,}")
 _BINARY = re.compile(r"(?<![01])(?:[01]{8}[\s,]?){4,}")
+_BASE32 = re.compile(r"[A-Z2-7]{16,}=*")
+_BASE85 = re.compile(r"<~[!-u\s]{10,}~>|[0-9A-Za-z!#$%&()*+;<=>?@^_`{|}~-]{20,}")
+_PERCENT = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*){3,}")
+_ESCAPES = re.compile(r"(?:\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}){4,}")
+_MORSE = re.compile(r"(?:[.-]{1,7}(?: / | {1,3}))+[.-]{1,7}")
 _TAGS = re.compile("[\U000e0000-\U000e007f]+")
+_MORSE_CODE = dict(
+    zip(
+        [
+            ".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..", "--", "-.",
+            "---", ".--.", "--.-", ".-.", "...", "-", "..-", "...-", ".--", "-..-", "-.--", "--..", "-----",
+            ".----", "..---", "...--", "....-", ".....", "-....", "--...", "---..", "----.",
+        ],
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+        strict=True,
+    )
+)  # fmt: skip
+_MIN_MORSE_LETTERS = 8
 _ROT13 = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
     "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
@@ -668,6 +752,21 @@ _ROT13_GATE = tuple(
         "jailbr", "mode", "verbatim", "override", "anything",
     )
 )  # fmt: skip
+# The same words written backwards: a gate for the pass over the reversed text.
+_REVERSED_GATE = tuple(
+    word[::-1]
+    for word in (
+        "ignor",
+        "disregard",
+        "forget",
+        "instruction",
+        "prompt",
+        "system",
+        "rules",
+        "pretend",
+        "restrict",
+    )
+)
 _MIN_TAG_CHARS = 3
 _MAX_DEPTH = 2
 
@@ -711,26 +810,75 @@ def _decode_binary(candidate: str) -> str | None:
     return _printable_text(data)
 
 
+def _decode_base32(candidate: str) -> str | None:
+    padded = candidate.rstrip("=") + "=" * (-len(candidate.rstrip("=")) % 8)
+    try:
+        return _printable_text(base64.b32decode(padded))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_base85(candidate: str) -> str | None:
+    try:
+        if candidate.startswith("<~"):
+            return _printable_text(base64.a85decode(candidate, adobe=True, ignorechars=b" \t\n\r"))
+        return _printable_text(base64.b85decode(candidate))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_percent(candidate: str) -> str | None:
+    return _printable_text(urllib.parse.unquote_to_bytes(candidate))
+
+
+def _decode_escapes(candidate: str) -> str | None:
+    characters = re.findall(r"\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2}))", candidate)
+    return "".join(chr(int(u or x, 16)) for u, x in characters)
+
+
+def _decode_morse(candidate: str) -> str | None:
+    words = [w.split() for w in re.split(r" / | {3}", candidate.strip())]
+    if sum(len(w) for w in words) < _MIN_MORSE_LETTERS:
+        return None
+    return " ".join("".join(_MORSE_CODE.get(letter, "?") for letter in word) for word in words)
+
+
 def _decode_tags(candidate: str) -> str:
     return "".join(chr(ord(c) - 0xE0000) for c in candidate if 0xE0020 <= ord(c) <= 0xE007E)
 
 
+@dataclass(frozen=True, slots=True)
+class _Decoder:
+    name: str
+    candidates: re.Pattern[str]
+    decode: Callable[[str], str | None]
+    gate: tuple[str, ...] = ()  # substrings one of which the text must contain (none: always run)
+
+
 _DECODERS = (
-    ("base64", _BASE64, _decode_base64),
-    ("hex", _HEX, _decode_hex),
-    ("binary", _BINARY, _decode_binary),
+    _Decoder("base64", _BASE64, _decode_base64),
+    _Decoder("base32", _BASE32, _decode_base32),
+    _Decoder("base85", _BASE85, _decode_base85),
+    _Decoder("hex", _HEX, _decode_hex),
+    _Decoder("binary", _BINARY, _decode_binary, ("00", "01", "10", "11")),
+    _Decoder("percent", _PERCENT, _decode_percent, ("%",)),
+    _Decoder("escapes", _ESCAPES, _decode_escapes, ("\\u", "\\x")),
+    _Decoder("morse", _MORSE, _decode_morse, (".-", "-.", "..", "--")),
 )
 
 
 def _payload_findings(text: str, depth: int) -> Iterator[Finding]:
     """Findings for encoded candidates in ``text`` whose decoded text trips a rule."""
-    for name, pattern, decode in _DECODERS:
-        for match in pattern.finditer(text):
-            decoded = decode(match.group())
+    for decoder in _DECODERS:
+        if decoder.gate and not any(g in text for g in decoder.gate):
+            continue
+        for match in decoder.candidates.finditer(text):
+            decoded = decoder.decode(match.group())
             if decoded is None:
                 continue
             for inner in _scan(decoded, depth + 1):
-                yield Finding("injection", _ENCODED, f"{name}:{inner.rule}", match.start(), match.end())
+                rule = f"{decoder.name}:{inner.rule}"
+                yield Finding("injection", _ENCODED, rule, match.start(), match.end())
                 break
 
 
@@ -756,6 +904,16 @@ def _rot13_findings(text: str, plain: set[tuple[int, int]]) -> Iterator[Finding]
             yield Finding("injection", _ENCODED, f"rot13:{rule.id}", start, end)
 
 
+def _reversed_findings(text: str) -> Iterator[Finding]:
+    """Text written backwards: the rules run on the reversed text, spans are mapped back."""
+    lowered = text.lower()
+    if not any(word in lowered for word in _REVERSED_GATE):
+        return
+    length = len(text)
+    for rule, start, end in _matches(_fold(text[::-1]), _PAYLOAD_RULES):
+        yield Finding("injection", _ENCODED, f"reversed:{rule.id}", length - end, length - start)
+
+
 def _scan(text: str, depth: int = 0) -> list[Finding]:
     found = [Finding("injection", r.category, r.id, s, e) for r, s, e in _matches(_fold(text), _RULES)]
     if depth >= _MAX_DEPTH:
@@ -764,6 +922,7 @@ def _scan(text: str, depth: int = 0) -> list[Finding]:
     found += _tag_findings(text, depth)
     if depth == 0:
         found += _rot13_findings(text, {(f.start, f.end) for f in found})
+        found += _reversed_findings(text)
     return found
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -113,7 +113,7 @@ class Policy(_Strict):
                 enabled, action = self.semantic.enabled, self.semantic.action
             case "system_prompt":
                 enabled, action = self.system_prompt.enabled, self.system_prompt.action
-        return action if enabled else "allow"
+        return cast(Action, action) if enabled else "allow"
 
 
 def load_policy(path: Path) -> Policy:

@@ -16,7 +16,7 @@ import openai
 import pytest
 import uvicorn
 
-from assistant.app import create_app
+from assistant.app import SEMANTIC_FLOOR, create_app
 from assistant.backends.base import Backend
 from assistant.backends.hf import HFBackend
 from assistant.db import migrate
@@ -73,7 +73,17 @@ def hf_backend() -> Iterator[HFBackend]:
 
 
 @pytest.fixture(scope="session")
-def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+def guard() -> Guard:
+    """The real safety layer, semantic detectors included, loaded once for the session."""
+    from safety.semantic import SemanticDetector
+
+    detector = SemanticDetector(SEMANTIC_FLOOR, SEMANTIC_FLOOR)
+    detector.load()
+    return Guard(Lexicon.load(), detector)
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory: pytest.TempPathFactory, guard: Guard) -> Iterator[Callable[..., Server]]:
     """Start the real app under uvicorn in a thread: ``serve(backends, **settings overrides)``."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
@@ -82,7 +92,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Se
         migrate(settings.database_url)
         port = _free_port()
         config = uvicorn.Config(
-            create_app(settings, backends), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, backends, guard), host="127.0.0.1", port=port, log_level="warning"
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

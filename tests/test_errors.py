@@ -15,6 +15,11 @@ from assistant.backends.hf import HFBackend
 from tests.conftest import MODEL, Server
 
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+LONG_ANSWER = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Tell me a long story about a lost parcel."}],
+    "temperature": 0,
+}
 
 
 def assert_envelope(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
@@ -133,7 +138,7 @@ def test_full_queue_is_429_with_retry_after(serve: Callable[..., Server], hf_bac
     busy = HFBackend(lambda: hf_backend._model_source(), max_queued=1)
     server = serve({MODEL: busy})
     with server.http().stream(
-        "POST", "/v1/chat/completions", json={**BODY, "max_tokens": 200, "stream": True}
+        "POST", "/v1/chat/completions", json={**LONG_ANSWER, "max_tokens": 200, "stream": True}
     ) as running:
         next(running.iter_lines())  # the first request is generating
         response = server.http().post("/v1/chat/completions", json=BODY)

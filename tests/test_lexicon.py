@@ -498,7 +498,8 @@ ORDINARY_WORDS = [w for line in ORDINARY_ENGLISH for w in re.findall(r"[A-Za-z']
 ORDINARY_WORDS = [  # without the words that are terms, or parts of phrases, alone
     w
     for w in ORDINARY_WORDS
-    if w.lower() not in {"kill", "shoot", "you", "your", "burn", "cut", "go", "pussy", "tits", "chink"}
+    if w.lower()
+    not in {"kill", "shoot", "you", "your", "burn", "cut", "go", "pussy", "tits", "chink", "dick", "my"}
 ]
 
 

@@ -120,6 +120,8 @@ async def chat_completions(
     backend = find_backend(state, data.model)
     if not backend.ready:
         raise BackendNotReady(backend.not_ready_reason)
+    if state.guard is not None and not state.guard.ready:
+        raise BackendNotReady("the safety layer is loading")
     safety = request_safety(state, request.user)
     job, prompt_tokens, blocked = prepare(data, backend, settings, safety)
     await record(state, request.user, safety.events if safety else [])

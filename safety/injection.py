@@ -645,7 +645,7 @@ _RULES: tuple[_Rule, ...] = (
         rf"\b(?:decode|decipher|decrypt|unscramble|reverse|rot{_W}13|base{_W}64|hex){_S}[^.!?\n]{{0,40}}?"
         rf"(?:and|then|,){_W}(?:then{_S})?(?:follow|execute|obey|comply|carry{_S}out|act{_S}on|perform"
         rf"|do{_S}(?:what|as))\b"
-        rf"|(?:解码|解密|译码|破译|base64|rot13|十六进制){_ZH_CLAUSE}{{0,20}}?(?:然后|并|再|后){_ZH_CLAUSE}{{0,4}}?"
+        rf"|(?:解码|解密|译码|破译|base64|rot13|十六进制)[^。.!?\n]{{0,20}}?(?:然后|并|再|后)[^。.!?\n]{{0,4}}?"
         r"(?:执行|照做|遵循|遵守|服从|按照)"
         rf"|\b(?:rot{_W}13|base{_W}(?:64|32)|hex(?:adecimal)?|binary|morse|encoded|cipher(?:text)?|backwards"
         rf"|reversed)\b[^.!?\n]{{0,60}}?\b(?:execute|follow|obey|comply|carry{_S}out|act{_S}on"
@@ -666,9 +666,14 @@ _HAS_LEET = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
 _SPACED_LETTERS = re.compile(r"\b(?:[a-z][ .\-_*/|]){3,}[a-z]\b")
 
 
+_NAME_AND_NUMBER = re.compile(r"[a-z]+[0-9]+")  # rot13, base64, mp3: a name, not leetspeak
+
+
 def _unleet(match: re.Match[str]) -> str:
     word = match.group()
-    return word.translate(_LEET_DIGITS) if _HAS_LEET.search(word) else word
+    if _NAME_AND_NUMBER.fullmatch(word) or not _HAS_LEET.search(word):
+        return word
+    return word.translate(_LEET_DIGITS)
 
 
 def _collapse_spaced(folded: str, origin: list[int]) -> tuple[str, list[int]]:

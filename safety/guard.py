@@ -55,17 +55,14 @@ def redact_excerpt(text: str, finding: Finding) -> str:
     margin = EXCERPT_CONTEXT + 100
     before = _redact_pii(text[max(0, finding.start - margin) : finding.start])
     after = _redact_pii(text[finding.end : finding.end + margin])
-    left = before[-EXCERPT_CONTEXT:] if len(before) > EXCERPT_CONTEXT or finding.start > margin else before
-    right = after[:EXCERPT_CONTEXT]
+    left, right = before[-EXCERPT_CONTEXT:], after[:EXCERPT_CONTEXT]
     prefix = "…" if len(left) < finding.start else ""
     suffix = "…" if len(right) < len(text) - finding.end else ""
     return f"{prefix}{left}[{finding.category}]{right}{suffix}"
 
 
 def _redact_pii(text: str) -> str:
-    for pii in sorted(find_pii(text), key=lambda f: f.start, reverse=True):
-        text = text[: pii.start] + f"[{pii.category}]" + text[pii.end :]
-    return text
+    return apply_masks(text, find_pii(text))
 
 
 def apply_masks(text: str, findings: list[Finding], vault: PiiVault | None = None) -> str:
@@ -111,8 +108,8 @@ class Guard:
         masked = _non_overlapping([e.finding for e in events if e.action == "mask"])
         return InputVerdict(apply_masks(text, masked, vault), blocked, events)
 
-    def output_filter(self, policy: Policy, vault: PiiVault, system_prompt: str) -> OutputFilter:
-        return OutputFilter(self, policy, vault, system_prompt)
+    def output_filter(self, policy: Policy, system_prompt: str) -> OutputFilter:
+        return OutputFilter(self, policy, system_prompt)
 
 
 def _threshold(policy: Policy, finding: Finding) -> float:
@@ -143,7 +140,6 @@ class OutputFilter:
 
     guard: Guard
     policy: Policy
-    vault: PiiVault
     system_prompt: str
     blocked: bool = False
     events: list[SafetyEvent] = field(default_factory=list)

@@ -24,7 +24,7 @@ def guard() -> Guard:
 
 
 def filtered(guard: Guard, pieces: list[str], policy: Policy | None = None) -> tuple[str, bool]:
-    output = guard.output_filter(policy or Policy(), PiiVault(), SYSTEM)
+    output = guard.output_filter(policy or Policy(), SYSTEM)
     text = "".join(output.feed(p) for p in pieces) + output.flush()
     return text, output.blocked
 
@@ -60,7 +60,7 @@ def test_one_character_at_a_time(guard: Guard) -> None:
 
 
 def test_clean_text_passes_unchanged_with_bounded_hold_back(guard: Guard) -> None:
-    output = guard.output_filter(Policy(), PiiVault(), SYSTEM)
+    output = guard.output_filter(Policy(), SYSTEM)
     released = output.feed(CLEAN * 3)
     assert len(CLEAN * 3) - len(released) <= OUTPUT_HOLD_BACK
     assert released + output.flush() == CLEAN * 3

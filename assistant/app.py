@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -31,6 +31,9 @@ from safety.guard import Guard
 from safety.lexicon import Lexicon
 from safety.policy import DEFAULT_POLICY_FILE, load_policies
 
+if TYPE_CHECKING:
+    from safety.semantic import SemanticDetector
+
 log = logging.getLogger(__name__)
 
 SEMANTIC_FLOOR = 0.05
@@ -48,6 +51,14 @@ def default_backends(settings: Settings) -> dict[str, Backend]:
         threads=settings.model.threads,
     )
     return {settings.model.name: backend}
+
+
+async def _load_semantic(app: Litestar, detector: SemanticDetector) -> None:
+    try:
+        await asyncio.to_thread(detector.load)
+    except Exception as exc:
+        app.state.safety_error = f"the semantic detector failed to load: {type(exc).__name__}: {exc}"
+        log.error(app.state.safety_error)
 
 
 async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
@@ -92,7 +103,7 @@ def create_app(
                 log.warning("created the first admin API key; it is in %s", settings.admin_key_file.resolve())
         loading = [asyncio.create_task(b.start()) for b in served.values()]
         if safety is not None and safety.semantic is not None:
-            loading.append(asyncio.create_task(asyncio.to_thread(safety.semantic.load)))
+            loading.append(asyncio.create_task(_load_semantic(app, safety.semantic)))
         try:
             yield
         finally:

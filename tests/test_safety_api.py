@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,3 +156,25 @@ def test_invalid_policy_stops_the_start_naming_the_field(
     monkeypatch.setenv("ASSISTANT_SAFETY__POLICY_FILE", str(bad))
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0 and "lexicon.actions.hate" in result.output
+
+
+def test_a_semantic_model_that_fails_to_load_is_reported_by_readyz(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from assistant.db import migrate
+    from safety.guard import Guard
+    from safety.lexicon import Lexicon
+    from safety.semantic import SemanticDetector
+
+    settings = make_settings(tmp_path)
+    migrate(settings.database_url)
+    broken = SemanticDetector(classifier_path=tmp_path / "missing.npz")
+    app = create_app(settings, {"scripted": ScriptedBackend()}, Guard(Lexicon.load(), broken))
+    with TestClient(app) as client:
+        for _ in range(100):
+            reason = client.get("/readyz").json()["models"].get("safety", "")
+            if "failed to load" in reason:
+                break
+            time.sleep(0.05)
+        assert "failed to load" in reason
+        assert client.get("/readyz").status_code == 503

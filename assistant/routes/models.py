@@ -30,7 +30,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     backends: dict[str, Backend] = state.backends
     waiting = {name: b.not_ready_reason for name, b in backends.items() if not b.ready}
     if state.guard is not None and not state.guard.ready:
-        waiting["safety"] = "the semantic detector is loading"
+        waiting["safety"] = state.get("safety_error", "the semantic detector is loading")
     if waiting:
         return Response(
             {"status": "not ready", "models": waiting}, status_code=503, headers={"Retry-After": "5"}

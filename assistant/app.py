@@ -29,7 +29,6 @@ from assistant.routes.safety import safety_events
 from assistant.settings import Settings
 from safety.guard import Guard
 from safety.lexicon import Lexicon
-from safety.policy import DEFAULT_POLICY_FILE, load_policies
 
 if TYPE_CHECKING:
     from safety.semantic import SemanticDetector
@@ -90,7 +89,7 @@ def create_app(
     """
     owns_backends = backends is None
     served = default_backends(settings) if backends is None else backends
-    policies = load_policies(settings.safety.policy_file or DEFAULT_POLICY_FILE, settings.safety.policies_dir)
+    policies = settings.safety.load_policies()
     safety = default_guard(settings) if guard == "default" else guard
 
     @asynccontextmanager

@@ -84,10 +84,9 @@ def _session() -> Session:
 @click.option("--policy", help="Safety policy for this key's requests (a file stem in the policies dir).")
 def keys_create(name: str, role: str, policy: str | None) -> None:
     from assistant import keys as api_keys
-    from safety.policy import DEFAULT_POLICY_FILE, load_policies
 
     settings = Settings()
-    known = load_policies(settings.safety.policy_file or DEFAULT_POLICY_FILE, settings.safety.policies_dir)
+    known = settings.safety.load_policies()
     if policy is not None and policy not in known:
         raise click.ClickException(f"no policy named {policy!r}; known: {', '.join(sorted(known))}")
     with _session() as session:

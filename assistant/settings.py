@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from safety.policy import DEFAULT_POLICY_FILE, Policy, load_policies
+
 Style = Literal["formal", "casual", "friendly"]
 
 
@@ -69,6 +71,10 @@ class SafetySettings(BaseModel):
         None, description="Named policies (`NAME.toml`) that API keys can be assigned."
     )
     semantic: bool = Field(True, description="Load the embedding model of the semantic detectors.")
+
+    def load_policies(self) -> dict[str, Policy]:
+        """The default policy and the named ones; raises ``PolicyError`` naming a bad field."""
+        return load_policies(self.policy_file or DEFAULT_POLICY_FILE, self.policies_dir)
 
 
 class Settings(BaseSettings):

@@ -199,9 +199,8 @@ async def run_chat(backend: Backend, job: ChatJob, prompt_tokens: int) -> AsyncG
     stops = StopScanner(job.stop)
     terms = job.glossary.stream()
     stages: list[_Stage] = [stops, terms]
-    output = None
-    if job.safety is not None:
-        safety = job.safety
+    safety, output = job.safety, None
+    if safety is not None:
         output = safety.guard.output_filter(safety.policy, job.messages[0]["content"])
         stages += [output, safety.vault.restorer()]
     events = backend.stream(job.messages, job.options)
@@ -221,9 +220,9 @@ async def run_chat(backend: Backend, job: ChatJob, prompt_tokens: int) -> AsyncG
     finally:
         await events.aclose()
     tail = _flush(stages)
-    if output is not None and output.blocked:
+    if safety is not None and output is not None and output.blocked:
         finish = "content_filter"
-        tail += job.safety.policy.responses.blocked_output_message if job.safety else ""
+        tail += safety.policy.responses.blocked_output_message
     if tail:
         yield Delta(tail)
     yield Done(

@@ -11,7 +11,7 @@ Raises ``ChatError`` subclasses: ``ContextTooLong``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from assistant.backends.base import Backend, FinishReason, GenerationOptions, Message, TextPiece
@@ -153,10 +153,17 @@ class Safety:
             verdict = self.guard.check_input(
                 message["content"], self.policy, self.vault, semantic=i == last_user
             )
-            self.events += verdict.events
-            blocked = blocked or (verdict.blocked and message["role"] == "user")
+            if message["role"] == "user":
+                blocked = blocked or verdict.blocked
+                self.events += verdict.events
+            else:  # an earlier answer is not refused for what it says: note it, do not call it a block
+                self.events += [_as_flag(e) for e in verdict.events]
             message["content"] = verdict.text
         return blocked
+
+
+def _as_flag(event: SafetyEvent) -> SafetyEvent:
+    return event if event.action != "block" else replace(event, action="flag")
 
 
 @dataclass(frozen=True)

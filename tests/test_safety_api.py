@@ -178,3 +178,21 @@ def test_a_semantic_model_that_fails_to_load_is_reported_by_readyz(tmp_path: Pat
             time.sleep(0.05)
         assert "failed to load" in reason
         assert client.get("/readyz").status_code == 503
+
+
+def test_an_earlier_answer_is_flagged_not_refused(scripted: Server) -> None:
+    backend = scripted.backends["scripted"]
+    assert isinstance(backend, ScriptedBackend)
+    backend.pieces = ["Happy to help."]
+    answer = scripted.openai().chat.completions.create(
+        model="scripted",
+        messages=[
+            {"role": "user", "content": "What did the phishing mail say?"},
+            {"role": "assistant", "content": f"It said: '{ATTACK}'"},
+            {"role": "user", "content": "Thanks, how do I report it?"},
+        ],
+    )
+    assert answer.choices[0].message.content == "Happy to help."
+    events = scripted.http().get("/v1/admin/safety/events", params={"category": "ignore_instructions"})
+    newest = events.json()["data"][0]
+    assert newest["action"] == "flag" and newest["direction"] == "input"

@@ -5,10 +5,11 @@ from sqlalchemy import engine_from_config, pool
 from alembic import context
 from assistant.db import Base
 from assistant.settings import Settings
+from finetune.models import Base as FinetuneBase
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().database_url
-target_metadata = [Base.metadata]
+target_metadata = [Base.metadata, FinetuneBase.metadata]
 
 
 def run_migrations_offline() -> None:

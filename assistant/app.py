@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Literal
@@ -22,11 +22,16 @@ from assistant.auth import api_key_auth
 from assistant.backends.base import Backend
 from assistant.db import async_url, ensure_sqlite_dir
 from assistant.errors import EXCEPTION_HANDLERS
+from assistant.registry import ModelRegistry
 from assistant.routes.admin import KeysController
 from assistant.routes.chat import chat_completions
-from assistant.routes.models import healthz, list_models, readyz
+from assistant.routes.files import FilesController
+from assistant.routes.fine_tuning import FineTuningController
+from assistant.routes.models import delete_model, healthz, list_models, readyz
 from assistant.routes.safety import safety_events
 from assistant.settings import Settings
+from assistant.workers import worker_config
+from finetune.worker import create_celery
 from safety.guard import Guard
 from safety.lexicon import Lexicon
 
@@ -38,18 +43,26 @@ log = logging.getLogger(__name__)
 SEMANTIC_FLOOR = 0.05
 
 
-def default_backends(settings: Settings) -> dict[str, Backend]:
+def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
     from assistant.backends.hf import HFBackend
-    from assistant.model_store import resolve_model_dir
 
-    source = partial(resolve_model_dir, settings.model.path, settings.cache_dir)
-    backend = HFBackend(
+    return HFBackend(
         source,
         context_window=settings.model.context_window,
         max_queued=settings.chat.max_queued_requests,
         threads=settings.model.threads,
     )
-    return {settings.model.name: backend}
+
+
+def default_backends(settings: Settings) -> dict[str, Backend]:
+    from assistant.model_store import resolve_model_dir
+
+    source = partial(resolve_model_dir, settings.model.path, settings.cache_dir)
+    return {settings.model.name: hf_backend(settings, source)}
+
+
+def fine_tuned_backend(settings: Settings, path: str) -> Backend:
+    return hf_backend(settings, lambda: path)
 
 
 async def _load_semantic(app: Litestar, detector: SemanticDetector) -> None:
@@ -97,6 +110,13 @@ def create_app(
         ensure_sqlite_dir(settings.database_url)
         engine = create_async_engine(async_url(settings.database_url))
         app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.registry = ModelRegistry(
+            served,
+            app.state.sessions,
+            partial(fine_tuned_backend, settings),
+            settings.finetune.max_loaded_models,
+        )
+        app.state.celery = create_celery(worker_config(settings))
         async with app.state.sessions() as session:
             if await session.run_sync(keys.bootstrap_admin_key, settings.admin_key_file):
                 log.warning("created the first admin API key; it is in %s", settings.admin_key_file.resolve())
@@ -108,13 +128,24 @@ def create_app(
         finally:
             for task in loading:
                 task.cancel()
+            await app.state.registry.close()
             if owns_backends:
                 for backend in served.values():
                     await backend.close()
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[chat_completions, list_models, healthz, readyz, KeysController, safety_events],
+        route_handlers=[
+            chat_completions,
+            list_models,
+            delete_model,
+            healthz,
+            readyz,
+            KeysController,
+            safety_events,
+            FilesController,
+            FineTuningController,
+        ],
         lifespan=[lifespan],
         middleware=[api_key_auth()],
         dependencies={"db_session": Provide(provide_db_session)},

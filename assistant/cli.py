@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import click
@@ -36,6 +38,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from assistant.app import create_app
     from assistant.db import migrate as run_migrations
+    from assistant.workers import start_embedded_worker, stop_worker
     from safety.policy import PolicyError
 
     settings = _settings()
@@ -45,12 +48,60 @@ def serve(host: str | None, port: int | None) -> None:
         app = create_app(settings)
     except PolicyError as exc:
         raise click.ClickException(f"invalid safety policy: {exc}") from exc
-    uvicorn.run(
-        app,
-        host=host or settings.server.host,
-        port=port or settings.server.port,
-        log_level=settings.log_level.lower(),
-    )
+    worker = start_embedded_worker() if settings.finetune.embedded_worker else None
+    try:
+        uvicorn.run(
+            app,
+            host=host or settings.server.host,
+            port=port or settings.server.port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+
+
+@main.command(help="Run a fine-tuning worker: takes jobs from the broker, one at a time.")
+def worker() -> None:
+    from assistant.db import migrate as run_migrations
+    from assistant.workers import worker_config
+    from finetune.worker import create_celery, run_worker
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    run_worker(create_celery(worker_config(settings)), loglevel=settings.log_level.upper())
+
+
+@main.group(help="Fine-tuning without the API or a worker.")
+def finetune() -> None:
+    pass
+
+
+@finetune.command(
+    "run", help="Train as a job would, from a TrainingConfig file (JSON or TOML), with a progress bar."
+)
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def finetune_run(config_file: Path) -> None:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from finetune.config import TrainingConfig
+    from finetune.console import ConsoleObserver
+    from finetune.training import TrainingError, train
+
+    _settings()
+    text = config_file.read_text()
+    try:
+        raw = tomllib.loads(text) if config_file.suffix == ".toml" else json.loads(text)
+        config = TrainingConfig.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        raise click.ClickException(f"{config_file}: {exc}") from exc
+    try:
+        result = train(config, ConsoleObserver())
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"adapter: {result.adapter_dir}\nmerged model: {result.merged_dir}")
 
 
 @main.command(help="Bring the database schema up to date (alembic upgrade head).")

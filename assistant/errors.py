@@ -18,6 +18,9 @@ from litestar.types import ExceptionHandlersMap
 
 from assistant.backends.base import BackendNotReady, BackendOverloaded
 from assistant.chat import ChatError
+from assistant.registry import UnknownModel
+from finetune.file_store import FileInUse, FileNotFound
+from finetune.jobs import JobError, JobNotFound
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,28 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
     return envelope(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the server log has the details")
 
 
+def _job_error(_: Request[Any, Any, Any], exc: JobError) -> Response[dict[str, Any]]:
+    return envelope(400, str(exc), exc.param, exc.code)
+
+
+def _bad_request(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return envelope(400, str(exc))
+
+
+def _not_found(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    return envelope(404, str(exc), code="not_found")
+
+
+def _unknown_model(_: Request[Any, Any, Any], exc: UnknownModel) -> Response[dict[str, Any]]:
+    return envelope(404, str(exc), param="model", code="model_not_found")
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    UnknownModel: _unknown_model,
+    JobError: _job_error,
+    FileInUse: _bad_request,
+    JobNotFound: _not_found,
+    FileNotFound: _not_found,
     ApiError: _api_error,
     ValidationException: _validation,
     HTTPException: _http,

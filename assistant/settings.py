@@ -77,6 +77,32 @@ class SafetySettings(BaseModel):
         return load_policies(self.policy_file or DEFAULT_POLICY_FILE, self.policies_dir)
 
 
+class FinetuneSettings(BaseModel):
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker, e.g. `redis://localhost:6379/0`. Unset: SQLite file `celery-broker.db` "
+        "in the data dir.",
+    )
+    result_backend: str | None = Field(
+        None, description="Celery result backend. Unset: SQLite file `celery-results.db` in the data dir."
+    )
+    embedded_worker: bool = Field(
+        True, description="`assistant serve` also starts a fine-tuning worker (`assistant worker`) beside it."
+    )
+    max_file_bytes: int = Field(50_000_000, ge=1024, description="Largest file `POST /v1/files` accepts.")
+    min_examples: int = Field(10, ge=1, description="Fewest examples a fine-tuning file may have.")
+    visibility_timeout: int = Field(
+        24 * 3600, ge=60, description="Seconds before Redis redelivers an unacknowledged job (> longest job)."
+    )
+    max_attempts: int = Field(3, ge=1, description="Runs of a job (first + resumes after a lost worker).")
+    stale_after: int = Field(
+        600, ge=30, description="Seconds without a report after which a running job's worker counts as lost."
+    )
+    max_loaded_models: int = Field(
+        2, ge=1, description="Fine-tuned models kept loaded for chat at once (least recently used unload)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid")
 
@@ -91,10 +117,28 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     safety: SafetySettings = SafetySettings()
+    finetune: FinetuneSettings = FinetuneSettings()
 
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'assistant.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.finetune.broker_url or f"sqla+sqlite:///{self.data_dir / 'celery-broker.db'}"
+
+    @property
+    def result_backend(self) -> str:
+        return self.finetune.result_backend or f"db+sqlite:///{self.data_dir / 'celery-results.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir.resolve() / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """One folder per job: checkpoints, adapter, merged model (absolute: the worker may run elsewhere)."""
+        return self.data_dir.resolve() / "jobs"
 
     @property
     def admin_key_file(self) -> Path:

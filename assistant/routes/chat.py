@@ -29,23 +29,11 @@ from assistant.chat import (
 )
 from assistant.db import ApiKey
 from assistant.errors import ApiError
+from assistant.registry import ModelRegistry
 from assistant.schemas import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage, UsageOut
 from assistant.settings import Settings
 from safety.glossary import Glossary
 from safety.guard import Guard, SafetyEvent
-
-
-def find_backend(state: State, model: str) -> Backend:
-    backends: dict[str, Backend] = state.backends
-    if model not in backends:
-        served = ", ".join(sorted(backends)) or "none"
-        raise ApiError(
-            404,
-            f"model {model!r} is not served here; models: {served}",
-            param="model",
-            code="model_not_found",
-        )
-    return backends[model]
 
 
 def _glossary(terms: dict[str, str], settings: Settings) -> Glossary:
@@ -117,7 +105,8 @@ async def chat_completions(
     data: JSONBody[ChatCompletionRequest], state: State, request: Request[ApiKey, str, State]
 ) -> ChatCompletion | Stream:
     settings: Settings = state.settings
-    backend = find_backend(state, data.model)
+    registry: ModelRegistry = state.registry
+    backend = await registry.get(data.model)
     if not backend.ready:
         raise BackendNotReady(backend.not_ready_reason)
     if state.guard is not None and not state.guard.ready:

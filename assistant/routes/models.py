@@ -4,20 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get
+from litestar import Response, delete, get
 from litestar.datastructures import State
+from litestar.params import FromPath
 
+from assistant.auth import admin_only
 from assistant.backends.base import Backend
-from assistant.schemas import ModelCard, ModelList
+from assistant.registry import ModelRegistry
+from assistant.schemas import DeletedModel, ModelCard, ModelList
 
 
-@get("/v1/models", summary="Models served here")
+@get("/v1/models", summary="Models served here, fine-tuned ones included")
 async def list_models(state: State) -> ModelList:
-    backends: dict[str, Backend] = state.backends
-    created = state.started_at
+    registry: ModelRegistry = state.registry
     return ModelList(
-        data=[ModelCard(id=name, created=created, ready=b.ready) for name, b in backends.items()]
+        data=[
+            ModelCard(
+                id=m.name,
+                created=int(m.created.timestamp()) if m.created else state.started_at,
+                ready=m.ready,
+                owned_by=m.owned_by,
+            )
+            for m in await registry.models()
+        ]
     )
+
+
+@delete("/v1/models/{model:str}", status_code=200, guards=[admin_only], summary="Delete a fine-tuned model")
+async def delete_model(model: FromPath[str], state: State) -> DeletedModel:
+    registry: ModelRegistry = state.registry
+    await registry.delete(model)
+    return DeletedModel(id=model)
 
 
 @get("/healthz", summary="Liveness: the process answers")

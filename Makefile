@@ -27,7 +27,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Redis and PostgreSQL run for the tests (on loopback, stopped after: scripts/with-services.sh).
 # pytest exits 5 when it collected no test: that is a failure here, never a silent success.
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$status

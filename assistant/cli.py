@@ -78,7 +78,9 @@ def finetune() -> None:
 
 
 @finetune.command(
-    "run", help="Train as a job would, from a TrainingConfig file (JSON or TOML), with a progress bar."
+    "run",
+    help="Train as a job would, from a TrainingConfig file (JSON or TOML; base_model defaults to the "
+    "configured model), with a progress bar.",
 )
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def finetune_run(config_file: Path) -> None:
@@ -86,14 +88,17 @@ def finetune_run(config_file: Path) -> None:
 
     from pydantic import ValidationError
 
+    from assistant.model_store import resolve_model_dir
     from finetune.config import TrainingConfig
     from finetune.console import ConsoleObserver
     from finetune.training import TrainingError, train
 
-    _settings()
+    settings = _settings()
     text = config_file.read_text()
     try:
         raw = tomllib.loads(text) if config_file.suffix == ".toml" else json.loads(text)
+        if "base_model" not in raw:
+            raw["base_model"] = resolve_model_dir(settings.model.path, settings.cache_dir)
         config = TrainingConfig.model_validate(raw)
     except (ValueError, ValidationError) as exc:
         raise click.ClickException(f"{config_file}: {exc}") from exc

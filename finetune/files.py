@@ -14,10 +14,10 @@ line (1-based; ``None`` for whole-file problems) and saying how to fix it:
    ``functions`` are OpenAI's, but tool calling is not supported here; any other key is an error too).
 4. ``messages`` is a non-empty list; each message is an object with ``role`` (``system``, ``user`` or
    ``assistant``) and ``content`` (a string that is not blank), and otherwise only OpenAI's optional
-   ``name`` (a string) and, on assistant messages, ``weight`` (0: do not train on it, or 1).
+   ``name`` (a string) and, on assistant messages, ``weight`` 1 (0 is not supported: every assistant
+   message is trained on).
 5. At most one system message, and only as the first message; after it, user and assistant messages
-   alternate, starting with user; the last message is from the assistant; and at least one assistant
-   message has weight 1.
+   alternate, starting with user; and the last message is from the assistant.
 6. ``count_tokens(messages)`` (``weight`` left out) is at most the context window.
 7. The file has at least ``min_examples`` examples.
 
@@ -39,7 +39,7 @@ TOOL_KEYS = frozenset({"tools", "parallel_tool_calls", "functions", "tool_calls"
 UTF8_BOM = b"\xef\xbb\xbf"
 
 #: A message as read from a validated file: ``role``, ``content`` and optional ``name`` are strings,
-#: ``weight`` (assistant messages only) is 0 or 1.
+#: ``weight`` (assistant messages only) is 1.
 ChatMessage = dict[str, Any]
 CountTokens = Callable[[list[dict[str, str]]], int]
 
@@ -167,10 +167,6 @@ def _check_messages(number: int, messages: list[ChatMessage]) -> None:
             number,
             f"the last message (message {len(messages)}) is from the {last}; it must be from the assistant",
         )
-    if all(message.get("weight", 1) == 0 for message in messages if message["role"] == "assistant"):
-        raise FileValidationError(
-            number, "every assistant message has weight 0; at least one needs weight 1 to train on"
-        )
 
 
 def _message_problem(message: object) -> str | None:
@@ -206,6 +202,8 @@ def _optional_fields_problem(message: dict[str, Any]) -> str | None:
     weight = message["weight"]
     if type(weight) is not int or weight not in (0, 1):
         return f"has weight {_show(weight)}; weight must be 0 or 1"
+    if weight == 0:
+        return "has weight 0, which is not supported: every assistant message is trained on; remove it"
     return None
 
 

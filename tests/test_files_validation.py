@@ -53,7 +53,7 @@ def test_a_good_file_passes_with_its_stats() -> None:
         example(SYSTEM, USER, ASSISTANT),  # 5 + 4 + 3 words
         example(USER, {"role": "assistant", "content": "one two three four five six", "weight": 1}),
         example(
-            USER, {**ASSISTANT, "weight": 0}, {"role": "user", "content": "ok", "name": "ann"}, ASSISTANT
+            USER, {**ASSISTANT, "weight": 1}, {"role": "user", "content": "ok", "name": "ann"}, ASSISTANT
         ),
         *good_lines(7),
     ]
@@ -110,7 +110,7 @@ BAD_LINE_CASES = [
     (example(USER, {**ASSISTANT, "weight": 2}), "message 2 has weight 2; weight must be 0 or 1"),
     (example(USER, {**ASSISTANT, "weight": True}), "message 2 has weight true"),
     (example({**USER, "weight": 1}, ASSISTANT), "only assistant messages take a weight"),
-    (example(USER, {**ASSISTANT, "weight": 0}), "every assistant message has weight 0"),
+    (example(USER, {**ASSISTANT, "weight": 0}), "weight 0, which is not supported"),
     (example(USER, SYSTEM, ASSISTANT), "message 2 is a system message; only the first"),
     (example(SYSTEM, SYSTEM, USER, ASSISTANT), "message 2 is a system message"),
     (example(ASSISTANT), "message 1 is from the assistant but the user was expected"),

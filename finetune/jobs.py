@@ -91,6 +91,7 @@ def create_job(session: Session, request: JobRequest, *, files_dir: Path, jobs_d
         status="queued",
     )
     session.add(job)
+    session.flush()  # the job row exists before its first event refers to it
     add_event(session, job_id, f"Validated training file {request.training_file}; job queued")
     session.commit()
     return job

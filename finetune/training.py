@@ -7,6 +7,8 @@ The base model is loaded in 4-bit NF4 with double quantization and prepared for 
 (``quantization="nf4"``, QLoRA) or in full precision (``"none"``), wrapped in LoRA and trained with TRL's
 ``SFTTrainer``: evaluation and a checkpoint (``output_dir/checkpoint-<step>``) every epoch, a log every step.
 The observer hears every log, checkpoint and phase, and is asked after every step whether to stop.
+On CUDA the compute is bf16 with activation checkpointing; on a CPU, fp32 without. ``trained_tokens``
+counts every non-padding token of every step (prompts included, as OpenAI's ``trained_tokens`` does).
 
 **Loss on assistant tokens only, every assistant turn.** A support conversation's earlier agent answers are
 as much the domain as its last one, and OpenAI's fine-tuning (whose API the service mirrors) trains all
@@ -17,8 +19,8 @@ exactly like the original (only the markers differ), so the model trains on the 
 The copy comes from, in turn: the template itself when it has markers; the ChatML turn of SmolLM2-style
 templates, marked here; TRL's training templates for the families it knows (Qwen, Llama 3, Gemma, ...).
 Another template is a ``TrainingError`` that says to add the markers. After TRL tokenizes and truncates to
-``max_seq_length``, the labels are checked: no assistant token left to train on is an error (TRL would
-silently drop those examples; all of them gone would train on nothing), some is a warning.
+``max_seq_length``, the labels are checked (TRL silently drops examples left without a trained token): none
+left in the training or validation set is an error, some dropped is a warning.
 
 **Resume.** ``output_dir`` holding complete ``checkpoint-*`` directories (a run that died) makes ``train``
 resume from the latest; incomplete ones (no ``trainer_state.json``, killed while saving) are removed.
@@ -373,21 +375,7 @@ def _build_trainer(
     )
     for noisy in (PrinterCallback, ProgressCallback):  # the observer reports progress
         trainer.remove_callback(noisy)
-    _adapter_in_float32(trainer)
     return trainer
-
-
-def _adapter_in_float32(trainer: SFTTrainer) -> None:
-    """Train the LoRA weights in fp32, peft's default, which TRL turns to bf16 on quantized models.
-
-    A checkpoint's adapter is loaded back in fp32 (peft again), so a resumed run would otherwise switch
-    precision half-way and drift from the run it continues. The weights are small; the base stays 4-bit.
-    """
-    import torch
-
-    for parameter in cast("PeftModel", trainer.model).parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.to(torch.float32)
 
 
 def _labels(prepared: Any) -> list[list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -49,6 +50,8 @@ def serve(host: str | None, port: int | None) -> None:
     except PolicyError as exc:
         raise click.ClickException(f"invalid safety policy: {exc}") from exc
     worker = start_embedded_worker() if settings.finetune.embedded_worker else None
+    if worker is not None:  # stopped in the app's shutdown: uvicorn re-raises SIGTERM once it is done
+        app.on_shutdown.append(partial(stop_worker, worker))
     try:
         uvicorn.run(
             app,

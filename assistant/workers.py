@@ -31,6 +31,9 @@ def start_embedded_worker() -> subprocess.Popen[bytes]:
 
 
 def stop_worker(worker: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if worker.poll() is not None:
+        return
+    log.info("stopping the embedded fine-tuning worker")
     worker.terminate()  # Celery's warm shutdown: the running training step ends, the job is resumed later
     try:
         worker.wait(timeout)

@@ -49,3 +49,4 @@ def test_first_start_migrates_creates_a_key_and_streams(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=30)
     assert str(key_file) in output  # the log says where the key is...
     assert key not in output  # ...and never shows the key itself
+    assert "starting the embedded fine-tuning worker" in output and " ready." in output, output[-3000:]

@@ -94,6 +94,7 @@ def finetune_run(config_file: Path) -> None:
     from assistant.model_store import resolve_model_dir
     from finetune.config import TrainingConfig
     from finetune.console import ConsoleObserver
+    from finetune.progress import TrainingStopped
     from finetune.training import TrainingError, train
 
     settings = _settings()
@@ -106,9 +107,14 @@ def finetune_run(config_file: Path) -> None:
     except (ValueError, ValidationError) as exc:
         raise click.ClickException(f"{config_file}: {exc}") from exc
     try:
-        result = train(config, ConsoleObserver())
+        with ConsoleObserver() as observer:  # the first Ctrl-C stops after the current step
+            result = train(config, observer)
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from exc
+    except TrainingStopped as exc:
+        raise click.ClickException(
+            f"{exc}; run the same command again to resume from the last checkpoint"
+        ) from exc
     click.echo(f"adapter: {result.adapter_dir}\nmerged model: {result.merged_dir}")
 
 

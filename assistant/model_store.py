@@ -58,6 +58,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     rebuilt = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
     rebuilt.load_state_dict(loaded.state_dict())
     rebuilt.generation_config = loaded.generation_config
+    # The weights are plain now: a leftover GGUF quantization_config would stop 4-bit (QLoRA) loading.
+    vars(rebuilt.config).pop("quantization_config", None)
     partial = target.with_name(target.name + ".partial")
     rebuilt.save_pretrained(partial)
     tokenizer.save_pretrained(partial)

@@ -76,7 +76,7 @@ class Worker:
 
 
 def wait_for(
-    http: httpx.Client, job_id: str, done: Any, worker: Worker | None = None, timeout: float = 300
+    http: httpx.Client, job_id: str, done: Any, worker: Worker | None = None, timeout: float = 900
 ) -> dict[str, Any]:
     """Poll the job until ``done(job)``; fails with the worker's log tail on timeout."""
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ The shipped benchmark dataset (``bench/finetune_data``) is checked here too, wit
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from collections.abc import Callable
@@ -265,3 +266,19 @@ def test_heldout_questions_name_known_facts_and_are_not_in_the_training_file() -
         assert json.dumps(row["question"].lower(), ensure_ascii=False)[1:-1] not in train_text, row
     per_fact = {fact: sum(row["fact"] == fact for row in rows) for fact in facts}
     assert min(per_fact.values()) >= 2, per_fact
+
+
+def test_heldout_questions_are_worded_differently_from_every_training_question() -> None:
+    questions = [
+        message["content"].lower()
+        for messages in read_chat_jsonl(DATA_DIR / "train.jsonl")
+        for message in messages
+        if message["role"] == "user"
+    ]
+    for line in (DATA_DIR / "heldout.jsonl").read_text(encoding="utf-8").splitlines():
+        heldout = json.loads(line)["question"].lower()
+        matcher = difflib.SequenceMatcher(b=heldout)
+        for question in questions:
+            matcher.set_seq1(question)
+            if matcher.real_quick_ratio() >= 0.7 and matcher.quick_ratio() >= 0.7:
+                assert matcher.ratio() < 0.7, (heldout, question)

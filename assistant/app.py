@@ -28,6 +28,7 @@ from assistant.routes.chat import chat_completions
 from assistant.routes.files import FilesController
 from assistant.routes.fine_tuning import FineTuningController
 from assistant.routes.models import delete_model, healthz, list_models, readyz
+from assistant.routes.ollama import ollama_router
 from assistant.routes.safety import safety_events
 from assistant.settings import Settings
 from assistant.workers import worker_config
@@ -145,6 +146,7 @@ def create_app(
             safety_events,
             FilesController,
             FineTuningController,
+            ollama_router,
         ],
         lifespan=[lifespan],
         middleware=[api_key_auth()],

@@ -1224,7 +1224,7 @@ def _memory_rows(memory: dict[str, Any], options: Options) -> list[str]:
         if q[key] is None:
             rows.append(row("memory", f"{what}", "no CUDA device", "no CUDA device"))
             continue
-        target = "A lower" if key != "seconds_per_step" else ""
+        target = "" if key == "seconds_per_step" else f"A lower: {'yes' if q[key] < f[key] else 'no'}"
         rows.append(
             row(
                 "memory",

@@ -100,10 +100,14 @@ async def record(state: State, key: ApiKey, events: list[SafetyEvent]) -> None:
             await session.run_sync(record_events, key.name, events)
 
 
-@post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")
-async def chat_completions(
-    data: JSONBody[ChatCompletionRequest], state: State, request: Request[ApiKey, str, State]
-) -> ChatCompletion | Stream:
+async def start_chat(
+    data: ChatCompletionRequest, state: State, key: ApiKey
+) -> tuple[Delta | Done, AsyncGenerator[Delta | Done, None]]:
+    """Run a chat request through the pipeline: its first event, and the generator of the rest.
+
+    Errors such as an unknown model, a blocked input (when the policy answers with an error) or a full
+    queue are raised here, before any byte of the answer is sent. Shared by the OpenAI and Ollama APIs.
+    """
     settings: Settings = state.settings
     registry: ModelRegistry = state.registry
     backend = await registry.get(data.model)
@@ -111,9 +115,9 @@ async def chat_completions(
         raise BackendNotReady(backend.not_ready_reason)
     if state.guard is not None and not state.guard.ready:
         raise BackendNotReady("the safety layer is loading")
-    safety = request_safety(state, request.user)
+    safety = request_safety(state, key)
     job, prompt_tokens, blocked = prepare(data, backend, settings, safety)
-    await record(state, request.user, safety.events if safety else [])
+    await record(state, key, safety.events if safety else [])
     if blocked and safety is not None:
         responses = safety.policy.responses
         if responses.on_blocked_input == "error":
@@ -121,9 +125,16 @@ async def chat_completions(
         events = refusal(responses.refusal_message, prompt_tokens)
     else:
         events = run_chat(backend, job, prompt_tokens)
-    events = _audited(events, partial(record, state, request.user))
+    events = _audited(events, partial(record, state, key))
+    return await anext(events), events
+
+
+@post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")
+async def chat_completions(
+    data: JSONBody[ChatCompletionRequest], state: State, request: Request[ApiKey, str, State]
+) -> ChatCompletion | Stream:
+    first, events = await start_chat(data, state, request.user)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    first = await anext(events)  # errors such as a full queue surface here, before any byte is sent
     if not data.stream:
         return await _collect(first, events, completion_id, created, data.model)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)

@@ -56,10 +56,17 @@ def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
 
 
 def default_backends(settings: Settings) -> dict[str, Backend]:
+    """The configured models: the in-process HF model (unless disabled) and the Ollama ones."""
+    from assistant.backends.ollama import OllamaBackend
     from assistant.model_store import resolve_model_dir
 
-    source = partial(resolve_model_dir, settings.model.path, settings.cache_dir)
-    return {settings.model.name: hf_backend(settings, source)}
+    served: dict[str, Backend] = {}
+    if settings.model.enabled:
+        source = partial(resolve_model_dir, settings.model.path, settings.cache_dir)
+        served[settings.model.name] = hf_backend(settings, source)
+    for model in settings.ollama_models:
+        served[model.name] = OllamaBackend(model)
+    return served
 
 
 def fine_tuned_backend(settings: Settings, path: str) -> Backend:

@@ -25,9 +25,8 @@ def rows(model: type[BaseModel], prefix: str = "ASSISTANT_", dotted: str = "") -
             lines += rows(annotation, f"{prefix}{name.upper()}__", f"{dotted}{name}.")
             continue
         description = (field.description or "").replace("|", "\\|")
-        lines.append(
-            f"| `{dotted}{name}` | `{prefix}{name.upper()}` | {_default(field.default)} | {description} |"
-        )
+        default = _default(field.get_default(call_default_factory=True))
+        lines.append(f"| `{dotted}{name}` | `{prefix}{name.upper()}` | {default} | {description} |")
     return lines
 
 

@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from assistant.backends.base import BackendNotReady, BackendOverloaded
+from assistant.backends.base import BackendError, BackendNotReady, BackendOverloaded
 from assistant.chat import ChatError
 from assistant.registry import UnknownModel
 from finetune.file_store import FileInUse, FileNotFound
@@ -33,6 +33,7 @@ _TYPES = {
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    502: "api_error",
     503: "service_unavailable",
 }
 
@@ -101,6 +102,11 @@ def _overloaded(_: Request[Any, Any, Any], exc: BackendOverloaded) -> Response[d
     return envelope(429, f"the server is busy: {exc}; retry shortly", code="overloaded", headers=retry)
 
 
+def _backend(_: Request[Any, Any, Any], exc: BackendError) -> Response[dict[str, Any]]:
+    log.warning("backend error: %s", exc)
+    return envelope(502, f"the model backend failed: {exc}", code="backend_error")
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return envelope(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the server log has the details")
@@ -134,5 +140,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ChatError: _chat,
     BackendNotReady: _not_ready,
     BackendOverloaded: _overloaded,
+    BackendError: _backend,
     Exception: _unexpected,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from safety.policy import DEFAULT_POLICY_FILE, Policy, load_policies
@@ -18,6 +18,9 @@ Style = Literal["formal", "casual", "friendly"]
 
 
 class ModelSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="Serve this Hugging Face model in-process; false: only `ollama_models`."
+    )
     name: str = Field("smollm2-135m-instruct", description="Name clients pass as `model`.")
     path: str | None = Field(
         None,
@@ -35,6 +38,23 @@ class ModelSettings(BaseModel):
         if self.max_tokens_default > self.max_tokens_limit:
             raise ValueError("max_tokens_default must not exceed max_tokens_limit")
         return self
+
+
+class OllamaModelSettings(BaseModel):
+    """A model served from an Ollama server (``ollama_models`` is a list of these)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name clients pass as `model`.")
+    model: str | None = Field(None, description="Model name on the Ollama server. Unset: `name`.")
+    host: str = Field("http://127.0.0.1:11434", description="The Ollama server.")
+    context_window: int = Field(
+        4096, ge=64, description="Sent as `num_ctx` with every request (Ollama's default truncates)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers, e.g. `Authorization` for a proxy."
+    )
+    timeout: float = Field(600, gt=0, description="Seconds to wait for the server.")
 
 
 class ChatSettings(BaseModel):
@@ -113,11 +133,26 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     model: ModelSettings = ModelSettings()
+    ollama_models: list[OllamaModelSettings] = Field(
+        default_factory=list,
+        description='Models on Ollama servers, as JSON: `[{"name": "llama", "model": "llama3.2:1b", '
+        '"host": "http://gpu-box:11434"}]`. Each is served beside `model`.',
+    )
     chat: ChatSettings = ChatSettings()
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     safety: SafetySettings = SafetySettings()
     finetune: FinetuneSettings = FinetuneSettings()
+
+    @model_validator(mode="after")
+    def _distinct_model_names(self) -> Settings:
+        names = [self.model.name] if self.model.enabled else []
+        names += [m.name for m in self.ollama_models]
+        if not names:
+            raise ValueError("no model to serve: enable `model` or configure `ollama_models`")
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"model names must be distinct; served twice: {', '.join(twice)}")
+        return self
 
     @property
     def database_url(self) -> str:

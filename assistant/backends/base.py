@@ -44,6 +44,8 @@ class GenerationOptions:
     temperature: float = 0.3
     top_p: float = 1.0
     seed: int | None = None
+    #: The pipeline cuts the text at these too; a backend that can stop on them saves the work.
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class Backend(ABC):
 
     async def start(self) -> None:
         """Load the model; called once in the app's lifespan, in the background."""
+
+    async def check(self) -> None:
+        """Refresh ``ready`` where it depends on something outside (``/readyz`` calls it)."""
 
     async def close(self) -> None:
         """Release the model."""

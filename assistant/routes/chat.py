@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from assistant.audit import record_events
-from assistant.backends.base import Backend, BackendNotReady, GenerationOptions, Message
+from assistant.backends.base import Backend, BackendError, BackendNotReady, GenerationOptions, Message
 from assistant.chat import (
     ChatJob,
     Delta,
@@ -82,7 +82,9 @@ def prepare(
     instruction = system_instruction(settings.chat.system_prompt, style, terms)
     messages, prompt_tokens = trim_to_window(backend, with_system(conversation, instruction), max_tokens)
     temperature = settings.chat.default_temperature if request.temperature is None else request.temperature
-    options = GenerationOptions(max_tokens, temperature, request.top_p or 1.0, request.seed)
+    options = GenerationOptions(
+        max_tokens, temperature, request.top_p or 1.0, request.seed, request.stop_sequences
+    )
     job = ChatJob(messages, options, request.stop_sequences, glossary, safety)
     return job, prompt_tokens, blocked
 
@@ -111,6 +113,8 @@ async def start_chat(
     settings: Settings = state.settings
     registry: ModelRegistry = state.registry
     backend = await registry.get(data.model)
+    if not backend.ready:
+        await backend.check()  # an Ollama server may have come back
     if not backend.ready:
         raise BackendNotReady(backend.not_ready_reason)
     if state.guard is not None and not state.guard.ready:
@@ -223,5 +227,8 @@ async def _sse(
             }
             yield chunk([], usage=usage)
         yield b"data: [DONE]\n\n"
+    except BackendError as exc:  # the status line is sent: report it in the stream, as OpenAI does
+        error = {"message": f"generation failed: {exc}", "type": "api_error", "code": "backend_error"}
+        yield f"data: {json.dumps({'error': error})}\n\n".encode()
     finally:
         await events.aclose()  # a client that went away stops its generation

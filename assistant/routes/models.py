@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Response, delete, get
@@ -45,6 +46,7 @@ async def healthz() -> dict[str, str]:
 @get("/readyz", summary="Readiness: every model is loaded")
 async def readyz(state: State) -> Response[dict[str, Any]]:
     backends: dict[str, Backend] = state.backends
+    await asyncio.gather(*(backend.check() for backend in backends.values()))
     waiting = {name: b.not_ready_reason for name, b in backends.items() if not b.ready}
     if state.guard is not None and not state.guard.ready:
         waiting["safety"] = state.get("safety_error", "the semantic detector is loading")

@@ -187,6 +187,43 @@ def keys_revoke(name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+@main.command(help="Write the top-level Modelfile: the configured model for `ollama create`.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("Modelfile"), show_default=True
+)
+def modelfile(output: Path) -> None:
+    from assistant.ollama_export import service_modelfile
+
+    output.write_text(service_modelfile(_settings()))
+    click.echo(f"wrote {output}; next: ollama create assistant -f {output} && ollama run assistant")
+
+
+@main.group(help="Export models for other servers.")
+def export() -> None:
+    pass
+
+
+@export.command("ollama", help="Write a fine-tuned model (ft:...) as safetensors plus a Modelfile.")
+@click.argument("model")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to create (default: exports/<model name with : as ->).",
+)
+def export_ollama(model: str, output: Path | None) -> None:
+    from assistant.ollama_export import ExportError, export_fine_tuned
+
+    settings = _settings()
+    target = output or Path("exports") / model.replace(":", "-")
+    with _session() as session:
+        try:
+            folder = export_fine_tuned(session, settings, model, target)
+        except ExportError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {folder}; next: ollama create {target.name} -f {folder / 'Modelfile'}")
+    click.echo(f"then: ollama run {target.name}")
+
+
 @main.command("config-table", help="Print the configuration table (Markdown) found in the README.")
 def config_table() -> None:
     from assistant.config_table import render

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run a command with Redis and PostgreSQL on loopback (for the test suite's production-stack tests).
-# Installs them from Debian packages when missing, starts them in a temporary folder on free ports,
+# Installs them (and Go, for the Modelfile template tests) from Debian packages when missing, starts them in a temporary folder on free ports,
 # exports ASSISTANT_TEST_REDIS_URL and ASSISTANT_TEST_POSTGRES_URL, and stops them when the command ends.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -n "$(pg_bin)" ] || missing+=(postgresql)
+command -v go >/dev/null || missing+=(golang-go)  # renders Modelfile templates as Ollama does
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages) for the tests"
     as_root apt-get update -qq

@@ -6,7 +6,9 @@ import logging
 import subprocess
 import sys
 
+from assistant.chat import system_instruction
 from assistant.settings import Settings
+from finetune.runner import ResultFiles
 from finetune.worker import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,11 @@ def worker_config(settings: Settings) -> WorkerConfig:
         visibility_timeout=tuning.visibility_timeout,
         max_attempts=tuning.max_attempts,
         stale_after=tuning.stale_after,
+        results=ResultFiles(
+            files_dir=settings.files_dir,
+            system=system_instruction(settings.chat.system_prompt, settings.chat.default_style, {}),
+            temperature=settings.chat.default_temperature,
+        ),
     )
 
 

@@ -15,6 +15,8 @@ from finetune.files import FileStats
 from finetune.models import FileRow, JobRow
 
 PURPOSES = ("fine-tune",)
+#: The purpose of files a job writes (its Modelfile); they cannot be uploaded.
+RESULTS = "fine-tune-results"
 
 
 class FileNotFound(Exception):
@@ -47,6 +49,11 @@ def store_file(
         raise
     partial.replace(file_path(files_dir, row.id))
     return row
+
+
+def store_result_file(session: Session, files_dir: Path, filename: str, data: bytes) -> FileRow:
+    """A file a job produced (``purpose="fine-tune-results"``), committed with the session's changes."""
+    return store_file(session, files_dir, filename, RESULTS, data, FileStats(0, 0, 0))
 
 
 def get_file(session: Session, file_id: str) -> FileRow:

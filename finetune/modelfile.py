@@ -43,7 +43,8 @@ class Modelfile:
         lines = [HEADER + comment, f"FROM {self.source}", "", f'TEMPLATE """{self.template}"""', ""]
         lines += [f'PARAMETER stop "{stop}"' for stop in self.stops]
         lines += [f"PARAMETER temperature {self.temperature}", f"PARAMETER num_ctx {self.num_ctx}", ""]
-        lines += [f'SYSTEM """{self.system}"""', ""]
+        if self.system:
+            lines += [f'SYSTEM """{self.system}"""', ""]
         return "\n".join(lines)
 
     @property

@@ -60,6 +60,8 @@ class JobRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(300), default=None)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: File ids of what the job produced besides the model: its Modelfile.
+    result_files: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     estimated_finish: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

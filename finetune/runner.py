@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from finetune.config import TrainingConfig
+from finetune.file_store import store_result_file
 from finetune.jobs import add_event, model_name
+from finetune.modelfile import ModelfileError, for_model
 from finetune.models import CheckpointRow, JobRow, TrainedModelRow, utcnow
 from finetune.progress import Checkpoint, Level, Metrics, TrainingStopped
 
@@ -102,7 +104,17 @@ def _estimate(started: datetime, metrics: Metrics) -> datetime:
     return utcnow() + per_step * max(0, metrics.total_steps - metrics.step)
 
 
-def run_job(sessions: Sessions, job_id: str, worker: str) -> None:
+@dataclass(frozen=True)
+class ResultFiles:
+    """Where a succeeded job stores its Modelfile (a file with purpose ``fine-tune-results``), and the
+    serving defaults the Modelfile carries."""
+
+    files_dir: Path
+    system: str = ""
+    temperature: float = 0.3
+
+
+def run_job(sessions: Sessions, job_id: str, worker: str, results: ResultFiles | None = None) -> None:
     """Run one job to its end. A job that is not ``queued`` (already taken, cancelled) is left alone."""
     from finetune.training import TrainingError, train
 
@@ -123,10 +135,17 @@ def run_job(sessions: Sessions, job_id: str, worker: str) -> None:
         log.exception("job %s failed", job_id)
         _finish(sessions, job_id, "failed", error=("training_failed", f"{type(exc).__name__}: {exc}"))
     else:
-        _succeed(sessions, job_id, result.merged_dir, result.adapter_dir, result.trained_tokens)
+        _succeed(sessions, job_id, result.merged_dir, result.adapter_dir, result.trained_tokens, results)
 
 
-def _succeed(sessions: Sessions, job_id: str, merged: Path, adapter: Path, trained_tokens: int) -> None:
+def _succeed(
+    sessions: Sessions,
+    job_id: str,
+    merged: Path,
+    adapter: Path,
+    trained_tokens: int,
+    results: ResultFiles | None,
+) -> None:
     with sessions() as session:
         job = session.get(JobRow, job_id)
         assert job is not None
@@ -137,8 +156,26 @@ def _succeed(sessions: Sessions, job_id: str, merged: Path, adapter: Path, train
             )
         )
         job.fine_tuned_model, job.trained_tokens = name, trained_tokens
+        modelfile = _modelfile(session, job_id, name, merged, results) if results else None
+        if results and modelfile:
+            stored = store_result_file(session, results.files_dir, "Modelfile", modelfile.encode())
+            job.result_files = [stored.id]
         session.commit()
     _finish(sessions, job_id, "succeeded", message=f"Job succeeded: model {name} is served")
+
+
+def _modelfile(session: Session, job_id: str, name: str, merged: Path, results: ResultFiles) -> str | None:
+    """The trained model's Modelfile (``FROM`` its merged weights here), or None with a warning event."""
+    portable = f"`assistant export ollama {name}` writes a portable folder"
+    comment = f"# {name}\n# FROM is this server's copy of the weights; {portable}.\n"
+    try:
+        modelfile = for_model(
+            str(merged), str(merged), system=results.system, temperature=results.temperature
+        )
+        return modelfile.text(comment=comment)
+    except ModelfileError as exc:
+        add_event(session, job_id, f"No Modelfile for Ollama: {exc}", "warn")
+        return None
 
 
 def _finish(

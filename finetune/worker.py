@@ -35,6 +35,8 @@ class WorkerConfig:
     visibility_timeout: int = 24 * 3600
     max_attempts: int = 3
     stale_after: int = 600
+    #: Where succeeded jobs store their Modelfile, and the defaults it carries (None: no Modelfile).
+    results: runner.ResultFiles | None = None
 
 
 def create_celery(config: WorkerConfig) -> Celery:
@@ -53,7 +55,7 @@ def create_celery(config: WorkerConfig) -> Celery:
 
     @app.task(name=RUN_JOB)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> None:
-        runner.run_job(_sessions(config.database_url), job_id, runner.worker_name())
+        runner.run_job(_sessions(config.database_url), job_id, runner.worker_name(), config.results)
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def recover(sender: Any, **_: Any) -> None:

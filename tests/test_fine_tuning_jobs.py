@@ -84,6 +84,13 @@ def test_a_job_trains_and_its_model_answers_chats(stack: tuple[Server, Worker]) 
     )
     assert blocked.choices[0].finish_reason == "content_filter"
 
+    (modelfile_id,) = done["result_files"]  # the Modelfile for Ollama, FROM the merged weights
+    assert client.files.retrieve(modelfile_id).purpose == "fine-tune-results"
+    modelfile = client.files.content(modelfile_id).text
+    assert f"# {name}\n" in modelfile and "/merged\n" in modelfile
+    assert 'TEMPLATE """' in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "customer-service assistant" in modelfile  # SYSTEM: the service's prompt
+
     assert http.delete(f"/v1/models/{name}").json()["deleted"] is True
     assert name not in [m.id for m in client.models.list()]
     with pytest.raises(openai.NotFoundError):

@@ -78,7 +78,7 @@ def job_object(job: JobRow) -> dict[str, Any]:
         "estimated_finish": _epoch(job.estimated_finish),
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": "self-hosted",
-        "result_files": [],
+        "result_files": job.result_files or [],
         "status": job.status,
         "training_file": job.training_file,
         "validation_file": job.validation_file,

@@ -112,11 +112,17 @@ def test_blocked_input_gets_the_refusal_with_done_reason_content_filter(client: 
 
 
 def test_tags_show_and_version(client: ollama.Client) -> None:
-    names = [m.model for m in client.list().models]
-    assert MODEL in names
+    listed = {m.model: m for m in client.list().models}
+    assert MODEL in listed
+    assert listed[MODEL].details and listed[MODEL].details.parameter_size == "135M"
+    assert listed[MODEL].size and listed[MODEL].size > 100e6
     shown = client.show(MODEL)
-    assert shown.modelinfo and shown.modelinfo["context_length"] >= 2048
+    assert shown.modelinfo and shown.modelinfo["llama.context_length"] >= 2048
+    assert 100e6 < shown.modelinfo["general.parameter_count"] < 200e6
+    assert shown.details and shown.details.family == "llama" and shown.details.parameter_size == "135M"
     assert shown.capabilities == ["completion"]
+    assert shown.template and shown.template in (shown.modelfile or "")
+    assert shown.parameters and 'stop "<|im_end|>"' in shown.parameters
 
 
 def test_version_is_an_ollama_release(server: Server) -> None:

@@ -65,6 +65,17 @@ class Finished:
 Event = TextPiece | Finished
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a backend knows about its model (Ollama's ``/api/show`` reports it)."""
+
+    architecture: str
+    parameters: int
+    dtype: str
+    #: A local Hugging Face model directory, when the model is one (a Modelfile can be built from it).
+    directory: str | None = None
+
+
 class Backend(ABC):
     """A model behind the chat API."""
 
@@ -89,6 +100,10 @@ class Backend(ABC):
 
     async def check(self) -> None:
         """Refresh ``ready`` where it depends on something outside (``/readyz`` calls it)."""
+
+    def describe(self) -> ModelDescription | None:
+        """The loaded model's description, where the backend knows it."""
+        return None
 
     async def close(self) -> None:
         """Release the model."""

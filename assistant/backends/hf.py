@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assistant.backends.base import (
@@ -25,6 +26,7 @@ from assistant.backends.base import (
     FinishReason,
     GenerationOptions,
     Message,
+    ModelDescription,
     TextPiece,
 )
 
@@ -80,6 +82,7 @@ class HFBackend(Backend):
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._load_error: str | None = None
+        self._description: ModelDescription | None = None
         #: Tokens produced since start: lets tests and metrics see that generation stopped.
         self.tokens_generated = 0
 
@@ -105,7 +108,16 @@ class HFBackend(Backend):
         model = AutoModelForCausalLM.from_pretrained(source)
         model.eval()  # type: ignore[no-untyped-call]
         self._model = model
+        self._description = ModelDescription(
+            architecture=str(model.config.model_type),
+            parameters=sum(p.numel() for p in model.parameters()),
+            dtype=str(model.dtype).removeprefix("torch."),
+            directory=source if Path(source).is_dir() else None,
+        )
         log.info("model loaded from %s", source)
+
+    def describe(self) -> ModelDescription | None:
+        return self._description
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -11,6 +11,7 @@ level or inside ``options`` (the only place the ``ollama`` client can put them).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -26,13 +27,16 @@ from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from assistant.backends.base import BackendNotReady, ModelDescription
 from assistant.chat import Delta, Done
 from assistant.db import ApiKey
 from assistant.errors import EXCEPTION_HANDLERS, ApiError
+from assistant.ollama_export import ExportError, modelfile_for
 from assistant.registry import ModelRegistry
 from assistant.routes.chat import start_chat
 from assistant.schemas import ChatCompletionRequest
 from assistant.settings import Style
+from finetune.modelfile import Modelfile
 
 log = logging.getLogger(__name__)
 
@@ -257,31 +261,80 @@ def _registry(state: State) -> ModelRegistry:
 
 @get("/tags", summary="Models served here (Ollama-compatible)")
 async def ollama_tags(state: State) -> dict[str, Any]:
+    registry = _registry(state)
     models = []
-    for info in await _registry(state).models():
+    for info in await registry.models():
         modified = info.created or datetime.fromtimestamp(state.started_at, UTC)
+        backend = registry.configured.get(info.name)
+        described = backend.describe() if backend is not None else None
         models.append(
             {
                 "name": info.name,
                 "model": info.name,
                 "modified_at": modified.isoformat().replace("+00:00", "Z"),
-                "size": 0,
+                "size": described.parameters * _BYTES.get(described.dtype, 4) if described else 0,
                 "digest": hashlib.sha256(info.name.encode()).hexdigest(),
-                "details": {"format": "safetensors", "family": "", "families": None},
+                "details": _details(described),
             }
         )
     return {"models": models}
 
 
-@post("/show", status_code=200, summary="A model's details (Ollama-compatible)")
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _details(described: ModelDescription | None) -> dict[str, Any]:
+    if described is None:
+        return {"format": "safetensors"}
+    return {
+        "format": "safetensors",
+        "family": described.architecture,
+        "families": [described.architecture],
+        "parameter_size": _parameter_size(described.parameters),
+        "quantization_level": described.dtype.upper(),
+    }
+
+
+def _parameter_size(count: int) -> str:
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
+async def _modelfile(state: State, directory: str) -> Modelfile | None:
+    """The Modelfile of a model directory, built once per directory (it reads the tokenizer)."""
+    built: dict[str, Modelfile | None] = state.setdefault("modelfiles", {})
+    if directory not in built:
+        try:
+            built[directory] = await asyncio.to_thread(modelfile_for, state.settings, directory, directory)
+        except ExportError as exc:
+            log.info("no Modelfile for %s: %s", directory, exc)
+            built[directory] = None
+    return built[directory]
+
+
+@post("/show", status_code=200, summary="A model's details and Modelfile (Ollama-compatible)")
 async def ollama_show(data: JSONBody[ModelRequest], state: State) -> dict[str, Any]:
     backend = await _registry(state).get(data.model)
-    return {
-        "details": {"format": "safetensors", "family": "", "families": None},
-        "model_info": {"context_length": backend.context_window if backend.ready else None},
-        "capabilities": ["completion"],
-        "modified_at": _now(),
+    if not backend.ready:
+        raise BackendNotReady(backend.not_ready_reason)
+    shown: dict[str, Any] = {"capabilities": ["completion"], "modified_at": _now()}
+    described = backend.describe()
+    if described is None:  # e.g. a model on an Ollama server: its own /api/show has the details
+        shown["model_info"] = {"general.context_length": backend.context_window}
+        return shown
+    architecture = described.architecture
+    shown["details"] = _details(described)
+    shown["model_info"] = {
+        "general.architecture": architecture,
+        "general.parameter_count": described.parameters,
+        f"{architecture}.context_length": backend.context_window,
     }
+    if described.directory and (modelfile := await _modelfile(state, described.directory)):
+        shown |= {
+            "modelfile": modelfile.text(),
+            "template": modelfile.template,
+            "parameters": modelfile.parameters,
+        }
+    return shown
 
 
 @get("/version", summary="The Ollama API version these routes follow")

@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from assistant.backends.base import (
+    BackendNotReady,
     BackendOverloaded,
     Event,
     GenerationOptions,
@@ -30,7 +31,7 @@ from assistant.backends.base import (
     TextPiece,
 )
 from assistant.backends.hf import HFBackend
-from assistant.backends.ollama import OllamaBackend
+from assistant.backends.ollama import OllamaBackend, OllamaError
 from assistant.settings import OllamaModelSettings, Settings
 from tests.conftest import MODEL, Server, _free_port
 from tests.scripted import ScriptedBackend, SpyBackend
@@ -280,3 +281,15 @@ def test_ollama_models_are_configured_by_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ASSISTANT_MODEL__ENABLED", "false")
     with pytest.raises(ValueError, match="no model to serve"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(503, BackendOverloaded), (429, BackendOverloaded), (404, BackendNotReady), (500, OllamaError)],
+)
+def test_ollama_error_statuses_become_backend_errors(status: int, expected: type[Exception]) -> None:
+    """Ollama answers 503 when its queue (OLLAMA_MAX_QUEUE) is full; a proxy may answer 429."""
+    backend = OllamaBackend(OllamaModelSettings(name=VIA))
+    error = backend.translate_error(ollama.ResponseError('{"error": "server busy, please try again"}', status))
+    assert type(error) is expected
+    assert "server busy" in str(error) or status == 404

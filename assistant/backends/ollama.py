@@ -123,7 +123,7 @@ class OllamaBackend(Backend):
                 stream=True,
             )
         except ollama.ResponseError as exc:
-            raise self._error(exc) from exc
+            raise self.translate_error(exc) from exc
         except (httpx.HTTPError, ConnectionError) as exc:
             raise BackendNotReady(f"the Ollama server at {self.settings.host} is unreachable: {exc}") from exc
         pieces = 0
@@ -139,7 +139,7 @@ class OllamaBackend(Backend):
                     return
             raise OllamaError("the Ollama server ended the answer without its final line")
         except ollama.ResponseError as exc:
-            raise self._error(exc) from exc
+            raise self.translate_error(exc) from exc
         except httpx.HTTPError as exc:
             raise OllamaError(f"the connection to the Ollama server broke: {exc}") from exc
         finally:
@@ -147,7 +147,7 @@ class OllamaBackend(Backend):
             # the connection, and Ollama stops generating when its client goes away.
             await cast(AsyncGenerator[ollama.ChatResponse, None], parts).aclose()
 
-    def _error(self, exc: ollama.ResponseError) -> BackendError:
+    def translate_error(self, exc: ollama.ResponseError) -> BackendError:
         if exc.status_code in (429, 503):
             return BackendOverloaded(f"the Ollama server is busy: {exc.error}", retry_after=2)
         if exc.status_code == 404:

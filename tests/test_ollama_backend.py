@@ -290,6 +290,8 @@ def test_ollama_models_are_configured_by_environment(monkeypatch: pytest.MonkeyP
 def test_ollama_error_statuses_become_backend_errors(status: int, expected: type[Exception]) -> None:
     """Ollama answers 503 when its queue (OLLAMA_MAX_QUEUE) is full; a proxy may answer 429."""
     backend = OllamaBackend(OllamaModelSettings(name=VIA))
-    error = backend.translate_error(ollama.ResponseError('{"error": "server busy, please try again"}', status))
+    error = backend.translate_error(
+        ollama.ResponseError('{"error": "server busy, please try again"}', status)
+    )
     assert type(error) is expected
     assert "server busy" in str(error) or status == 404

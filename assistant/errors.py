@@ -2,6 +2,8 @@
 
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 
+and, on the Ollama-compatible routes, in Ollama's ``{"error": "message"}`` (``OLLAMA_EXCEPTION_HANDLERS``).
+
 Nothing here returns a traceback or an HTML page; unexpected errors are logged and answered with a
 generic 500 envelope.
 """
@@ -9,6 +11,7 @@ generic 500 envelope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
@@ -142,4 +145,21 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BackendOverloaded: _overloaded,
     BackendError: _backend,
     Exception: _unexpected,
+}
+
+
+def _ollama_shaped(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Any:
+    """The same handler, its OpenAI envelope reshaped into Ollama's ``{"error": "message"}``."""
+
+    def reshaped(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
+        response = handler(request, exc)
+        message = response.content["error"]["message"]
+        status = 400 if response.status_code == 422 else response.status_code  # Ollama has no 422
+        return Response({"error": message}, status_code=status, headers=response.headers)
+
+    return reshaped
+
+
+OLLAMA_EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    kind: _ollama_shaped(handler) for kind, handler in EXCEPTION_HANDLERS.items()
 }

@@ -175,10 +175,14 @@ def _judge(answer: Answer, screen: Screen | None, seen: set[str]) -> tuple[str |
         if checked is None:
             return None, "unsafe"
         text = checked
-    if " ".join(text.lower().split()) in seen:
+    if _normalized(text) in seen:
         return None, "duplicate"
-    seen.add(" ".join(text.lower().split()))
+    seen.add(_normalized(text))
     return text, None
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 async def _ask(teacher: Teacher, messages: Conversation, settings: TeacherSettings, seed: int) -> Answer:
@@ -228,8 +232,8 @@ async def generate_answers(
     seen: dict[int, set[str]] = {}
     for (index, _), row in sorted(done.items()):
         _count(progress, row.get("dropped"))
-        if isinstance(row.get("answer"), str):
-            seen.setdefault(index, set()).add(" ".join(str(row["answer"]).lower().split()))
+        if isinstance(answer := row.get("answer"), str):
+            seen.setdefault(index, set()).add(_normalized(answer))
     todo = [
         (index, sample)
         for index in range(len(prompts))

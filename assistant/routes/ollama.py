@@ -18,24 +18,29 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import Stream
-from litestar.types import ExceptionHandlersMap
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from assistant.backends.base import BackendNotReady, ModelDescription
 from assistant.chat import Delta, Done
 from assistant.db import ApiKey
-from assistant.errors import EXCEPTION_HANDLERS, ApiError
+from assistant.errors import OLLAMA_EXCEPTION_HANDLERS, ApiError
 from assistant.ollama_export import ExportError, modelfile_for
+from assistant.ollama_schemas import (
+    ModelRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaOptions,
+    OllamaRequest,
+)
 from assistant.registry import ModelRegistry
 from assistant.routes.chat import start_chat
 from assistant.schemas import ChatCompletionRequest
-from assistant.settings import Style
 from finetune.modelfile import Modelfile
 
 log = logging.getLogger(__name__)
@@ -44,71 +49,11 @@ log = logging.getLogger(__name__)
 OLLAMA_API_VERSION = "0.12.0"
 
 
-class OllamaOptions(BaseModel):
-    """The runner options we honour; Ollama's others (``top_k``, ``repeat_penalty``, ...) are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    #: Tokens to generate; -1 (unlimited) and -2 (fill the context) take the server's default.
-    num_predict: int | None = Field(None, ge=-2)
-    stop: list[str] | None = None
-    #: Accepted; the served model's context window (``model.context_window``) applies.
-    num_ctx: int | None = Field(None, ge=1)
-    style: Style | None = None
-    terms: dict[str, str] | None = None
-
-
-class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant"]
-    content: str = ""
-    images: list[str] | None = None
-    tool_calls: list[Any] | None = None
-
-
-class _OllamaRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # as Ollama: keep_alive, think, ... are not errors
-
-    model: str
-    stream: bool = True
-    options: OllamaOptions | None = None
-    format: str | dict[str, Any] | None = None
-    style: Style | None = None
-    terms: dict[str, str] | None = None
-
-    def refuse_unsupported(self) -> None:
-        if self.format:
-            raise ApiError(400, "format (JSON or structured output) is not supported by this server")
-
-
-class OllamaChatRequest(_OllamaRequest):
-    messages: list[OllamaMessage] = []
-    tools: list[Any] | None = None
-
-
-class OllamaGenerateRequest(_OllamaRequest):
-    prompt: str = ""
-    system: str | None = None
-    images: list[str] | None = None
-    suffix: str | None = None
-    template: str | None = None
-    raw: bool = False
-
-
-class ModelRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _as_chat_request(request: _OllamaRequest, messages: list[dict[str, str]]) -> ChatCompletionRequest:
+def _as_chat_request(request: OllamaRequest, messages: list[dict[str, str]]) -> ChatCompletionRequest:
     options = request.options or OllamaOptions()
     fields: dict[str, Any] = {
         "model": request.model,
@@ -341,22 +286,6 @@ async def ollama_show(data: JSONBody[ModelRequest], state: State) -> dict[str, A
 async def ollama_version() -> dict[str, str]:
     return {"version": OLLAMA_API_VERSION}
 
-
-def _ollama_shaped(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Any:
-    """The same handler, its OpenAI envelope reshaped into Ollama's ``{"error": "message"}``."""
-
-    def reshaped(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
-        response = handler(request, exc)
-        message = response.content["error"]["message"]
-        status = 400 if response.status_code == 422 else response.status_code  # Ollama has no 422
-        return Response({"error": message}, status_code=status, headers=response.headers)
-
-    return reshaped
-
-
-OLLAMA_EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    kind: _ollama_shaped(handler) for kind, handler in EXCEPTION_HANDLERS.items()
-}
 
 ollama_router = Router(
     path="/api",

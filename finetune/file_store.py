@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 from finetune.files import FileStats
 from finetune.models import FileRow, JobRow
 
-PURPOSES = ("fine-tune",)
+#: What can be uploaded: training files, and prompt files for distillation (conversations without
+#: the final answer).
+PURPOSES = ("fine-tune", "distillation")
 #: The purpose of files a job writes (its Modelfile); they cannot be uploaded.
 RESULTS = "fine-tune-results"
 

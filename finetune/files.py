@@ -17,7 +17,8 @@ line (1-based; ``None`` for whole-file problems) and saying how to fix it:
    ``name`` (a string) and, on assistant messages, ``weight`` 1 (0 is not supported: every assistant
    message is trained on).
 5. At most one system message, and only as the first message; after it, user and assistant messages
-   alternate, starting with user; and the last message is from the assistant.
+   alternate, starting with user; and the last message is from the assistant (from the user in a
+   distillation prompt file, ``last_role="user"``: the teacher writes the answer).
 6. ``count_tokens(messages)`` (``weight`` left out) is at most the context window.
 7. The file has at least ``min_examples`` examples.
 
@@ -30,8 +31,10 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+#: Who speaks last: the assistant in a training file, the user in a distillation prompt file.
+LastRole = Literal["assistant", "user"]
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "name", "weight")
 #: OpenAI keys for tool calling: recognised so the error can say they are not supported.
@@ -63,12 +66,17 @@ class FileStats:
 
 
 def validate_chat_jsonl(
-    data: bytes, *, count_tokens: CountTokens, context_window: int, min_examples: int = 10
+    data: bytes,
+    *,
+    count_tokens: CountTokens,
+    context_window: int,
+    min_examples: int = 10,
+    last_role: LastRole = "assistant",
 ) -> FileStats:
     """Check every rule of the module docstring; the file's statistics when it passes."""
     lengths = [
         _check_length(number, messages, count_tokens, context_window)
-        for number, messages in _examples(_decode(data))
+        for number, messages in _examples(_decode(data), last_role)
     ]
     if len(lengths) < min_examples:
         raise FileValidationError(
@@ -99,7 +107,7 @@ def _decode(data: bytes) -> str:
     return text
 
 
-def _examples(text: str) -> Iterator[tuple[int, list[ChatMessage]]]:
+def _examples(text: str, last_role: LastRole) -> Iterator[tuple[int, list[ChatMessage]]]:
     """(line number, checked messages) per example; blank lines only at the end."""
     # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and other line breaks.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
@@ -111,7 +119,7 @@ def _examples(text: str) -> Iterator[tuple[int, list[ChatMessage]]]:
                 number, "blank line in the middle of the file; remove it (only the end may be blank)"
             )
         messages = _messages(number, _parse_object(number, line))
-        _check_messages(number, messages)
+        _check_messages(number, messages, last_role)
         yield number, messages
 
 
@@ -155,17 +163,17 @@ def _messages(number: int, example: dict[str, Any]) -> list[ChatMessage]:
     return messages
 
 
-def _check_messages(number: int, messages: list[ChatMessage]) -> None:
+def _check_messages(number: int, messages: list[ChatMessage], last_role: LastRole) -> None:
     first_turn = 2 if isinstance(messages[0], dict) and messages[0].get("role") == "system" else 1
     for position, message in enumerate(messages, start=1):
         problem = _message_problem(message) or _order_problem(position, message["role"], first_turn)
         if problem:
             raise FileValidationError(number, f"message {position} {problem}")
     last = messages[-1]["role"]
-    if last != "assistant":
+    if last != last_role:
         raise FileValidationError(
             number,
-            f"the last message (message {len(messages)}) is from the {last}; it must be from the assistant",
+            f"the last message (message {len(messages)}) is from the {last}; it must be from the {last_role}",
         )
 
 

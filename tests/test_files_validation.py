@@ -62,6 +62,17 @@ def test_a_good_file_passes_with_its_stats() -> None:
     assert validate(data) == FileStats(examples=10, tokens=12 + 10 + 11 + 7 * 7, max_tokens=12)
 
 
+def test_a_distillation_prompt_file_ends_with_the_user() -> None:
+    prompts = "\n".join(
+        [example(SYSTEM, USER), example(USER, ASSISTANT, USER), *(example(USER) for _ in range(8))]
+    ).encode()
+    stats = validate_chat_jsonl(prompts, count_tokens=count_words, context_window=100, last_role="user")
+    assert stats.examples == 10
+    answered = "\n".join(good_lines()).encode()
+    with pytest.raises(FileValidationError, match=r"line 1: the last message .* must be from the user"):
+        validate_chat_jsonl(answered, count_tokens=count_words, context_window=100, last_role="user")
+
+
 def test_crlf_line_endings_and_a_byte_order_mark_are_accepted() -> None:
     data = b"\xef\xbb\xbf" + "\r\n".join(good_lines()).encode()
     assert validate(data).examples == 10

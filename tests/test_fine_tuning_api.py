@@ -182,3 +182,27 @@ def test_chat_keys_cannot_use_the_admin_apis(api: Server, training_file: str) ->
 
 def upload_with(http: Any, data: bytes) -> Any:
     return http.post("/v1/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"})
+
+
+def _prompts(count: int = 12) -> bytes:
+    """Conversations without their final answer: what a teacher answers in a distillation job."""
+    lines = [json.loads(line) for line in _lines(count)]
+    return "\n".join(json.dumps({"messages": e["messages"][:-1]}) for e in lines).encode()
+
+
+def test_distillation_prompt_files_end_with_the_user(api: Server, training_file: str) -> None:
+    client = api.openai()
+    prompts = client.files.create(file=("prompts.jsonl", _prompts()), purpose="distillation")  # type: ignore[arg-type]
+    assert client.files.retrieve(prompts.id).purpose == "distillation"
+    refused = upload(api, domain_examples(), purpose="distillation")  # answers included: not prompts
+    assert refused.status_code == 400
+    assert "invalid distillation file: line 1:" in refused.json()["error"]["message"]
+    assert "it must be from the user" in refused.json()["error"]["message"]
+    training = upload(api, _prompts(), purpose="fine-tune")  # prompts are no training data
+    assert (
+        training.status_code == 400 and "it must be from the assistant" in training.json()["error"]["message"]
+    )
+    job = api.http().post(
+        "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": prompts.id, "method": supervised()}
+    )
+    assert job.status_code == 400 and "has purpose 'distillation', not 'fine-tune'" in job.text

@@ -65,7 +65,7 @@ def tokenizer_backend(state: State) -> Backend:
     return backend
 
 
-async def _validated(state: State, data: bytes) -> FileStats:
+async def _validated(state: State, data: bytes, purpose: str) -> FileStats:
     backend, settings = tokenizer_backend(state), state.settings
 
     def count(messages: list[dict[str, str]]) -> int:
@@ -78,9 +78,10 @@ async def _validated(state: State, data: bytes) -> FileStats:
             count_tokens=count,
             context_window=backend.context_window,
             min_examples=settings.finetune.min_examples,
+            last_role="user" if purpose == "distillation" else "assistant",
         )
     except FileValidationError as exc:
-        raise ApiError(400, f"invalid fine-tuning file: {exc}", param="file", code="invalid_file") from exc
+        raise ApiError(400, f"invalid {purpose} file: {exc}", param="file", code="invalid_file") from exc
 
 
 def within_upload_limit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -98,7 +99,7 @@ class FilesController(Controller):
     @post(
         "/",
         status_code=200,
-        summary="Upload a chat JSONL file for fine-tuning (multipart: file, purpose=fine-tune)",
+        summary="Upload chat JSONL (multipart: file, purpose=fine-tune, or distillation for prompts)",
         guards=[within_upload_limit],
         request_max_body_size=None,  # the settings' file limit applies instead (guard and read below)
     )
@@ -111,7 +112,8 @@ class FilesController(Controller):
         settings: Settings = state.settings
         purpose, upload = data.get("purpose"), data.get("file")
         if purpose not in file_store.PURPOSES:
-            raise ApiError(400, f"purpose must be 'fine-tune', got {purpose!r}", param="purpose")
+            expected = " or ".join(repr(p) for p in file_store.PURPOSES)
+            raise ApiError(400, f"purpose must be {expected}, got {purpose!r}", param="purpose")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "the form has no file part named 'file'", param="file")
         content = await upload.read(settings.finetune.max_file_bytes + 1)
@@ -119,7 +121,7 @@ class FilesController(Controller):
             raise ApiError(
                 413, f"the file is larger than {settings.finetune.max_file_bytes} bytes", param="file"
             )
-        stats = await _validated(state, content)
+        stats = await _validated(state, content, purpose)
         row = await db_session.run_sync(
             file_store.store_file,
             settings.files_dir,

@@ -27,7 +27,7 @@ from typing import Literal, Protocol, TextIO
 import httpx
 import ollama
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializationInfo, field_serializer
 
 from safety.guard import Guard
 from safety.policy import Policy
@@ -55,6 +55,13 @@ class TeacherSpec(BaseModel):
     api_key: SecretStr | None = None
     timeout: float = Field(120, gt=0)
 
+    @field_serializer("api_key", when_used="json")
+    def _secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked, unless the job's own stored config is being written (``reveal_secrets``)."""
+        if value is None:
+            return None
+        return value.get_secret_value() if (info.context or {}).get("reveal_secrets") else str(value)
+
 
 class TeacherSettings(BaseModel):
     """How the teacher answers."""
@@ -68,6 +75,19 @@ class TeacherSettings(BaseModel):
     max_retries: int = Field(4, ge=0, le=20)
     #: The run fails when this many answers arrived and none was usable (a teacher answering garbage).
     garbage_after: int = Field(20, ge=1)
+
+
+class DistillationConfig(BaseModel):
+    """Phase 1 of a distillation job, stored on its row beside the training config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: TeacherSpec
+    generation: TeacherSettings = TeacherSettings()
+    #: The safety policy the teacher's answers must pass (unset: the bundled default policy).
+    policy_file: Path | None = None
+    #: The prompts (chat JSONL ending with the user); set when the job is created.
+    prompt_file: Path | None = None
 
 
 @dataclass(frozen=True)

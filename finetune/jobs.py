@@ -18,11 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from finetune.config import Hyperparameters, TrainingConfig
+from finetune.distill import DistillationConfig
 from finetune.file_store import FileNotFound, file_path, get_file
 from finetune.models import CheckpointRow, JobEventRow, JobRow, TrainedModelRow, new_id, utcnow
 
 UNFINISHED = ("validating_files", "queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
+#: The training file a distillation job writes in its folder (the teacher's kept answers).
+DISTILLED = "distilled.jsonl"
 SUFFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
@@ -46,6 +49,8 @@ class JobRequest:
     seed: int
     hyperparameters: Hyperparameters
     created_by: str
+    #: Set for a distillation job: ``training_file`` is then its prompt file.
+    distillation: DistillationConfig | None = None
 
 
 def model_name(base: str, suffix: str | None, job_id: str) -> str:
@@ -66,18 +71,30 @@ def create_job(session: Session, request: JobRequest, *, files_dir: Path, jobs_d
             found = get_file(session, file_id)
         except FileNotFound as exc:
             raise JobError(f"{param}: {exc}", param=param) from exc
-        if found.purpose != "fine-tune":
-            raise JobError(f"{param}: file {file_id} has purpose {found.purpose!r}, not 'fine-tune'", param)
+        wanted = "distillation" if request.distillation and param == "training_file" else "fine-tune"
+        if found.purpose != wanted:
+            raise JobError(f"{param}: file {file_id} has purpose {found.purpose!r}, not {wanted!r}", param)
     job_id = new_id("ftjob")
+    # A distillation job trains on the answers its teacher writes (phase 1) into its own folder.
+    training = (
+        jobs_dir / job_id / DISTILLED if request.distillation else file_path(files_dir, request.training_file)
+    )
     config = TrainingConfig(
         base_model=request.base_model_path,
-        training_file=file_path(files_dir, request.training_file),
+        training_file=training,
         validation_file=file_path(files_dir, request.validation_file) if request.validation_file else None,
         output_dir=jobs_dir / job_id,
         seed=request.seed,
         hyperparameters=request.hyperparameters,
     )
-    method = {"type": "supervised", "supervised": {"hyperparameters": request.hyperparameters.model_dump()}}
+    method = _method(request)
+    stored = config.model_dump(mode="json")
+    if request.distillation is not None:
+        distillation = request.distillation.model_copy(
+            update={"prompt_file": file_path(files_dir, request.training_file)}
+        )
+        # The worker needs the teacher's key, so the stored config has it; the API never shows it.
+        stored["distillation"] = distillation.model_dump(mode="json", context={"reveal_secrets": True})
     job = JobRow(
         id=job_id,
         created_by=request.created_by,
@@ -87,7 +104,7 @@ def create_job(session: Session, request: JobRequest, *, files_dir: Path, jobs_d
         suffix=request.suffix,
         seed=request.seed,
         method=method,
-        config=config.model_dump(mode="json"),
+        config=stored,
         status="queued",
     )
     session.add(job)
@@ -95,6 +112,18 @@ def create_job(session: Session, request: JobRequest, *, files_dir: Path, jobs_d
     add_event(session, job_id, f"Validated training file {request.training_file}; job queued")
     session.commit()
     return job
+
+
+def _method(request: JobRequest) -> dict[str, Any]:
+    """The job's method as the API shows it (a teacher's API key masked)."""
+    hyperparameters = request.hyperparameters.model_dump()
+    if request.distillation is None:
+        return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+    shown = request.distillation.model_dump(mode="json", include={"teacher", "generation"})
+    return {
+        "type": "distillation",
+        "distillation": {"mode": "black_box", **shown, "hyperparameters": hyperparameters},
+    }
 
 
 def get_job(session: Session, job_id: str) -> JobRow:

@@ -20,11 +20,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from finetune.config import TrainingConfig
-from finetune.file_store import store_result_file
+from finetune.distill import DistillationConfig, TeacherError
+from finetune.file_store import store_file, store_result_file
+from finetune.files import FileStats
 from finetune.jobs import add_event, model_name
 from finetune.modelfile import ModelfileError, for_model
 from finetune.models import CheckpointRow, JobRow, TrainedModelRow, utcnow
 from finetune.progress import Checkpoint, Level, Metrics, TrainingStopped
+from finetune.teacher_phase import run_teacher_phase
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +127,20 @@ def run_job(sessions: Sessions, job_id: str, worker: str, results: ResultFiles |
             return
         job = session.get(JobRow, job_id)
         assert job is not None
-        config = TrainingConfig.model_validate(job.config)
+        stored = dict(job.config)
+        distillation = stored.pop("distillation", None)
+        config = TrainingConfig.model_validate(stored)
+    observer = SqlObserver(sessions, job_id)
     try:
-        result = train(config, SqlObserver(sessions, job_id))
+        if distillation is not None:
+            run_teacher_phase(DistillationConfig.model_validate(distillation), config, observer)
+            if results is not None:
+                _store_training_file(sessions, job_id, config, results)
+        result = train(config, observer)
     except TrainingStopped:
         _finish(sessions, job_id, "cancelled", message="Job cancelled")
+    except TeacherError as exc:
+        _finish(sessions, job_id, "failed", error=("teacher_error", str(exc)))
     except TrainingError as exc:
         _finish(sessions, job_id, "failed", error=("invalid_training_data", str(exc)))
     except Exception as exc:
@@ -136,6 +148,30 @@ def run_job(sessions: Sessions, job_id: str, worker: str, results: ResultFiles |
         _finish(sessions, job_id, "failed", error=("training_failed", f"{type(exc).__name__}: {exc}"))
     else:
         _succeed(sessions, job_id, result.merged_dir, result.adapter_dir, result.trained_tokens, results)
+
+
+def _store_training_file(
+    sessions: Sessions, job_id: str, config: TrainingConfig, results: ResultFiles
+) -> None:
+    """The teacher's kept answers as a file (``GET /v1/files/{id}/content``), listed in ``result_files``."""
+    data = config.training_file.read_bytes()
+    examples = data.count(b"\n")
+    with sessions() as session:
+        job = session.get(JobRow, job_id)
+        assert job is not None
+        if job.result_files:  # a resumed job stored it before it was interrupted
+            return
+        row = store_file(
+            session,
+            results.files_dir,
+            f"{job_id}-distilled.jsonl",
+            "fine-tune",
+            data,
+            FileStats(examples, 0, 0),
+        )
+        job.result_files = [row.id]
+        add_event(session, job_id, f"The teacher's answers are file {row.id} ({examples} conversations)")
+        session.commit()
 
 
 def _succeed(
@@ -159,7 +195,7 @@ def _succeed(
         modelfile = _modelfile(session, job_id, name, merged, results) if results else None
         if results and modelfile:
             stored = store_result_file(session, results.files_dir, "Modelfile", modelfile.encode())
-            job.result_files = [stored.id]
+            job.result_files = [*(job.result_files or []), stored.id]
         session.commit()
     _finish(sessions, job_id, "succeeded", message=f"Job succeeded: model {name} is served")
 

@@ -11,7 +11,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistant.auth import admin_only
@@ -21,6 +21,7 @@ from assistant.model_store import resolve_model_dir
 from assistant.settings import Settings
 from finetune import jobs
 from finetune.config import Hyperparameters
+from finetune.distill import DistillationConfig, TeacherSettings, TeacherSpec
 from finetune.models import CheckpointRow, JobEventRow, JobRow
 from finetune.worker import enqueue
 
@@ -40,9 +41,34 @@ class Supervised(_Strict):
     hyperparameters: Hyperparameters = Hyperparameters()
 
 
+class Distillation(_Strict):
+    """Black-box distillation: the teacher answers the prompt file; the student (``model``) learns."""
+
+    mode: Literal["black_box", "logits", "on_policy"] = "black_box"
+    teacher: TeacherSpec
+    generation: TeacherSettings = TeacherSettings()
+    hyperparameters: Hyperparameters = Hyperparameters()
+
+    @model_validator(mode="after")
+    def _black_box_for_remote_teachers(self) -> Distillation:
+        if self.mode != "black_box":
+            raise ValueError(
+                f"mode {self.mode!r} needs the teacher's token probabilities, which an {self.teacher.kind} "
+                "teacher endpoint cannot give: only 'black_box' is offered for it"
+            )
+        return self
+
+
 class Method(_Strict):
-    type: Literal["supervised"]
+    type: Literal["supervised", "distillation"]
     supervised: Supervised = Supervised()
+    distillation: Distillation | None = None
+
+    @model_validator(mode="after")
+    def _distillation_given(self) -> Method:
+        if self.type == "distillation" and self.distillation is None:
+            raise ValueError("type 'distillation' needs a 'distillation' object (teacher, generation, ...)")
+        return self
 
 
 class JobCreate(_Strict):
@@ -57,6 +83,8 @@ class JobCreate(_Strict):
     metadata: dict[str, str] | None = None
 
     def chosen_hyperparameters(self) -> Hyperparameters:
+        if self.method is not None and self.method.distillation is not None:
+            return self.method.distillation.hyperparameters
         if self.method is not None:
             return self.method.supervised.hyperparameters
         return self.hyperparameters or Hyperparameters()
@@ -67,7 +95,7 @@ def _epoch(moment: datetime | None) -> int | None:
 
 
 def job_object(job: JobRow) -> dict[str, Any]:
-    hyperparameters = job.method["supervised"]["hyperparameters"]
+    hyperparameters = job.method[job.method["type"]]["hyperparameters"]
     error = {"code": job.error_code, "message": job.error_message, "param": None} if job.error_code else None
     return {
         "object": "fine_tuning.job",
@@ -126,6 +154,15 @@ def checkpoint_object(checkpoint: CheckpointRow, job: JobRow) -> dict[str, Any]:
     }
 
 
+def _distillation(body: JobCreate, settings: Settings) -> DistillationConfig | None:
+    if body.method is None or body.method.distillation is None:
+        return None
+    chosen = body.method.distillation
+    return DistillationConfig(
+        teacher=chosen.teacher, generation=chosen.generation, policy_file=settings.safety.policy_file
+    )
+
+
 def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": has_more}
 
@@ -145,7 +182,7 @@ class FineTuningController(Controller):
     path = "/v1/fine_tuning/jobs"
     guards = [admin_only]  # noqa: RUF012 - Litestar's declared attribute
 
-    @post("/", status_code=200, summary="Create a supervised (QLoRA) fine-tuning job")
+    @post("/", status_code=200, summary="Create a supervised (QLoRA) fine-tuning or a distillation job")
     async def create(
         self,
         data: JSONBody[dict[str, Any]],
@@ -172,6 +209,7 @@ class FineTuningController(Controller):
             seed=body.seed if body.seed is not None else 42,
             hyperparameters=body.chosen_hyperparameters(),
             created_by=request.user.name,
+            distillation=_distillation(body, settings),
         )
         job = await db_session.run_sync(
             lambda s: jobs.create_job(

@@ -295,3 +295,15 @@ def test_ollama_error_statuses_become_backend_errors(status: int, expected: type
     )
     assert type(error) is expected
     assert "server busy" in str(error) or status == 404
+
+
+def test_a_bad_setting_stops_the_command_with_a_message_naming_it() -> None:
+    from click.testing import CliRunner
+
+    from assistant.cli import main
+
+    env = {"ASSISTANT_OLLAMA_MODELS": '[{"name": "x", "hots": "http://gpu:11434"}]'}
+    result = CliRunner().invoke(main, ["serve"], env=env)
+    assert result.exit_code != 0
+    assert "invalid settings (ASSISTANT_* variables): ollama_models.0.hots: Extra inputs" in result.output
+    assert "Traceback" not in result.output

@@ -112,6 +112,9 @@ class OpenAITeacher:
             base_url=spec.base_url, api_key=key, max_retries=0, timeout=spec.timeout
         )
 
+    async def close(self) -> None:
+        await self._client.close()
+
     async def answer(self, messages: Conversation, settings: TeacherSettings, seed: int) -> Answer:
         try:
             response = await self._client.chat.completions.create(
@@ -139,6 +142,9 @@ class OllamaTeacher:
         self.model = spec.model
         self._client = ollama.AsyncClient(host=spec.base_url, headers=headers, timeout=spec.timeout)
 
+    async def close(self) -> None:
+        await self._client.close()  # type: ignore[no-untyped-call]  # untyped in the ollama client
+
     async def answer(self, messages: Conversation, settings: TeacherSettings, seed: int) -> Answer:
         options = {"temperature": settings.temperature, "num_predict": settings.max_tokens, "seed": seed}
         try:
@@ -152,7 +158,7 @@ class OllamaTeacher:
         return Answer(response.message.content or "", truncated=response.done_reason == "length")
 
 
-def make_teacher(spec: TeacherSpec) -> Teacher:
+def make_teacher(spec: TeacherSpec) -> OpenAITeacher | OllamaTeacher:
     return OpenAITeacher(spec) if spec.kind == "openai" else OllamaTeacher(spec)
 
 

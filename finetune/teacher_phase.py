@@ -12,6 +12,7 @@ import json
 
 from finetune.config import TrainingConfig
 from finetune.distill import (
+    Conversation,
     DistillationConfig,
     Progress,
     Screen,
@@ -54,17 +55,22 @@ def run_teacher_phase(
         if observer.should_stop():
             raise TrainingStopped("the job was cancelled")
 
-    kept, progress = asyncio.run(
-        generate_answers(
-            prompts,
-            make_teacher(spec),
-            settings,
-            config.output_dir / PROGRESS_FILE,
-            screen=_screen(distillation),
-            seed=config.seed,
-            report=report,
-        )
-    )
+    async def ask_all() -> tuple[list[Conversation], Progress]:
+        teacher = make_teacher(spec)
+        try:
+            return await generate_answers(
+                prompts,
+                teacher,
+                settings,
+                config.output_dir / PROGRESS_FILE,
+                screen=_screen(distillation),
+                seed=config.seed,
+                report=report,
+            )
+        finally:
+            await teacher.close()  # inside the event loop: its connections close cleanly
+
+    kept, progress = asyncio.run(ask_all())
     if not kept:
         raise TeacherError(f"the teacher gave no usable answer ({progress.summary()})")
     config.training_file.parent.mkdir(parents=True, exist_ok=True)

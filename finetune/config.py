@@ -53,8 +53,48 @@ class Hyperparameters(BaseModel):
         return BASE_LEARNING_RATE * self.learning_rate_multiplier
 
 
+class DistillationLoss(BaseModel):
+    """``ce_weight * CE(reference answer) + (1 - ce_weight) * temperature**2 * KL(teacher || student)``.
+
+    Named explicitly because frameworks disagree on which term an "alpha" weights: here ``ce_weight`` is
+    the weight of the cross-entropy on the reference answers, the rest goes to the teacher's soft targets.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ce_weight: float = Field(0.7, ge=0, le=1)
+    #: Softens both distributions before the KL; the T**2 factor keeps its gradients on the CE's scale.
+    temperature: float = Field(4.0, gt=0, le=100)
+
+
+class OnPolicySampling(BaseModel):
+    """How the student samples its own answers in ``on_policy`` mode (the teacher then scores them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    temperature: float = Field(1.0, gt=0, le=2)
+
+
+class WhiteBox(BaseModel):
+    """Train against a local teacher's token probabilities (it must share the student's tokenizer).
+
+    ``logits``: the KL term is taken on the reference answers' tokens. ``on_policy``: the student answers
+    each prompt itself and the KL term is taken on its own tokens (generalized knowledge distillation),
+    while the CE term stays on the reference answers.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["logits", "on_policy"]
+    #: Hugging Face model directory (or hub id) of the teacher.
+    teacher_model: str
+    loss: DistillationLoss = DistillationLoss()
+    on_policy: OnPolicySampling = OnPolicySampling()
+
+
 class TrainingConfig(BaseModel):
-    """Everything one supervised LoRA/QLoRA run needs."""
+    """Everything one LoRA/QLoRA run needs (supervised, or distilling a local teacher)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,3 +111,5 @@ class TrainingConfig(BaseModel):
     #: Longest example in tokens; longer ones are rejected at upload, so this is a safety net.
     max_seq_length: int = Field(2048, ge=16)
     hyperparameters: Hyperparameters = Hyperparameters()
+    #: Set: distil a local teacher's token probabilities as well (``finetune.white_box``).
+    white_box: WhiteBox | None = None

@@ -1,13 +1,14 @@
-"""Black-box distillation, phase 1: a teacher model answers every prompt; the answers become training data.
+"""Distillation, phase 1: a teacher model answers every prompt; the answers become training data.
 
-A teacher is any server speaking the OpenAI chat API (``OpenAITeacher``: OpenAI, vLLM, this service)
-or Ollama's (``OllamaTeacher``). ``generate_answers`` asks it with bounded concurrency, retries
-transient errors (connection, timeout, 429, 5xx) with exponential back-off, and appends every result to
-a progress file as soon as it arrives, so a restarted run asks only what is missing: no prompt is paid
-for twice (except those in flight when the worker died). Answers pass the same output checks as the
-service's answers (``safety``): unsafe, empty, truncated and duplicate answers are dropped and counted.
-A teacher that cannot be reached, or whose first answers are all unusable, fails the run with
-``TeacherError`` instead of hanging.
+A teacher is any server speaking the OpenAI chat API (``OpenAITeacher``: OpenAI, vLLM, this service),
+Ollama's (``OllamaTeacher``), or a Hugging Face model loaded in the worker (``LocalTeacher``), which is
+also what the white-box modes (``finetune.white_box``) need. ``generate_answers`` asks it with bounded
+concurrency, retries transient errors (connection, timeout, 429, 5xx) with exponential back-off, and
+appends every result to a progress file as soon as it arrives, so a restarted run asks only what is
+missing: no prompt is paid for twice (except those in flight when the worker died). Answers pass the
+same output checks as the service's answers (``safety``): unsafe, empty, truncated and duplicate
+answers are dropped and counted. A teacher that cannot be reached, or whose first answers are all
+unusable, fails the run with ``TeacherError`` instead of hanging.
 
 Raises ``TeacherError``.
 """
@@ -22,13 +23,22 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import httpx
 import ollama
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializationInfo, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    model_validator,
+)
 
+from finetune.config import DistillationLoss, OnPolicySampling, WhiteBox
 from safety.guard import Guard
 from safety.policy import Policy
 
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 DropReason = Literal["unsafe", "empty", "truncated", "duplicate"]
+Mode = Literal["black_box", "logits", "on_policy"]
 
 
 class TeacherError(Exception):
@@ -47,13 +58,26 @@ class TeacherSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai", "ollama"]
+    kind: Literal["openai", "ollama", "local"]
     #: ``openai``: the API's base URL (``https://api.openai.com/v1``, ``http://host:8000/v1``);
-    #: ``ollama``: the server (``http://host:11434``).
-    base_url: str
+    #: ``ollama``: the server (``http://host:11434``); ``local``: unused.
+    base_url: str | None = None
+    #: The model's name on the server; ``local``: a model this service serves, a directory or a hub id.
     model: str
     api_key: SecretStr | None = None
     timeout: float = Field(120, gt=0)
+    #: ``local``: the directory (or hub id) the model loads from, resolved when the job is created.
+    path: str | None = Field(None, exclude_if=lambda value: value is None)
+
+    @model_validator(mode="after")
+    def _where(self) -> TeacherSpec:
+        if self.kind != "local" and not self.base_url:
+            raise ValueError(f"a teacher of kind {self.kind!r} needs its base_url")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.base_url or "this worker"
 
     @field_serializer("api_key", when_used="json")
     def _secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -78,16 +102,45 @@ class TeacherSettings(BaseModel):
 
 
 class DistillationConfig(BaseModel):
-    """Phase 1 of a distillation job, stored on its row beside the training config."""
+    """A distillation job's teacher and mode, stored on its row beside the training config.
+
+    Every mode starts with phase 1 (the teacher answers the prompts). ``black_box`` then trains on those
+    answers alone; ``logits`` and ``on_policy`` also learn the teacher's token probabilities, which only
+    a local teacher gives (``white_box``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: Mode = "black_box"
     teacher: TeacherSpec
+    loss: DistillationLoss = DistillationLoss()
+    on_policy: OnPolicySampling = OnPolicySampling()
     generation: TeacherSettings = TeacherSettings()
     #: The safety policy the teacher's answers must pass (unset: the bundled default policy).
     policy_file: Path | None = None
     #: The prompts (chat JSONL ending with the user); set when the job is created.
     prompt_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _probabilities_need_a_local_teacher(self) -> DistillationConfig:
+        check_mode(self.mode, self.teacher)
+        return self
+
+    def white_box(self) -> WhiteBox | None:
+        """What phase 2 needs to learn the teacher's probabilities too; None in black-box mode."""
+        if self.mode == "black_box":
+            return None
+        teacher = self.teacher.path or self.teacher.model
+        return WhiteBox(mode=self.mode, teacher_model=teacher, loss=self.loss, on_policy=self.on_policy)
+
+
+def check_mode(mode: Mode, teacher: TeacherSpec) -> None:
+    """Raise ``ValueError`` for a mode the teacher cannot serve."""
+    if mode != "black_box" and teacher.kind != "local":
+        raise ValueError(
+            f"mode {mode!r} needs the teacher's token probabilities, which an {teacher.kind} teacher "
+            "endpoint cannot give: only 'black_box' is offered for it (or use a 'local' teacher)"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,8 +211,71 @@ class OllamaTeacher:
         return Answer(response.message.content or "", truncated=response.done_reason == "length")
 
 
-def make_teacher(spec: TeacherSpec) -> OpenAITeacher | OllamaTeacher:
-    return OpenAITeacher(spec) if spec.kind == "openai" else OllamaTeacher(spec)
+class LocalTeacher:
+    """A Hugging Face model loaded in this process, answering one prompt at a time (torch runs one
+    generation on all cores; concurrent prompts wait their turn)."""
+
+    def __init__(self, spec: TeacherSpec) -> None:
+        self.path = spec.path or spec.model
+        self._lock = asyncio.Lock()
+        self._loaded: tuple[Any, Any] | None = None
+
+    async def close(self) -> None:
+        self._loaded = None
+
+    async def answer(self, messages: Conversation, settings: TeacherSettings, seed: int) -> Answer:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, messages, settings, seed)
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from finetune.training import base_model_config
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
+                config = base_model_config(self.path)
+                model = AutoModelForCausalLM.from_pretrained(self.path, config=config, dtype=torch.float32)
+                model.eval()  # type: ignore[no-untyped-call]
+            except (OSError, ValueError) as exc:
+                raise TeacherError(f"cannot load the local teacher {self.path}: {exc}") from exc
+            self._loaded = tokenizer, model
+        return self._loaded
+
+    def _generate(self, messages: Conversation, settings: TeacherSettings, seed: int) -> Answer:
+        import torch
+
+        tokenizer, model = self._load()
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        torch.manual_seed(seed)
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": 1.0, "top_k": 0}
+        with torch.no_grad():
+            output = model.generate(
+                **prompt,
+                max_new_tokens=settings.max_tokens,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                **(sampling if settings.temperature > 0 else {"do_sample": False}),
+            )
+        answer = output[0, prompt["input_ids"].shape[1] :].tolist()
+        ended = bool(answer) and answer[-1] in end_of_turn_ids(model, tokenizer)
+        text = tokenizer.decode(answer, skip_special_tokens=True)
+        return Answer(text, truncated=not ended and len(answer) >= settings.max_tokens)
+
+
+def end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokens that end an answer: the generation config's and the tokenizer's end of sequence."""
+    eos = model.generation_config.eos_token_id
+    return sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None})
+
+
+def make_teacher(spec: TeacherSpec) -> OpenAITeacher | OllamaTeacher | LocalTeacher:
+    if spec.kind == "openai":
+        return OpenAITeacher(spec)
+    return OllamaTeacher(spec) if spec.kind == "ollama" else LocalTeacher(spec)
 
 
 @dataclass

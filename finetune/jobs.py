@@ -86,6 +86,7 @@ def create_job(session: Session, request: JobRequest, *, files_dir: Path, jobs_d
         output_dir=jobs_dir / job_id,
         seed=request.seed,
         hyperparameters=request.hyperparameters,
+        white_box=request.distillation.white_box() if request.distillation else None,
     )
     method = _method(request)
     stored = config.model_dump(mode="json")
@@ -119,11 +120,15 @@ def _method(request: JobRequest) -> dict[str, Any]:
     hyperparameters = request.hyperparameters.model_dump()
     if request.distillation is None:
         return {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
-    shown = request.distillation.model_dump(mode="json", include={"teacher", "generation"})
-    return {
-        "type": "distillation",
-        "distillation": {"mode": "black_box", **shown, "hyperparameters": hyperparameters},
-    }
+    distillation = request.distillation
+    shown = distillation.model_dump(
+        mode="json", include={"mode", "teacher", "generation"}, exclude={"teacher": {"path"}}
+    )
+    if distillation.mode != "black_box":
+        shown["loss"] = distillation.loss.model_dump()
+    if distillation.mode == "on_policy":
+        shown["on_policy"] = distillation.on_policy.model_dump()
+    return {"type": "distillation", "distillation": {**shown, "hyperparameters": hyperparameters}}
 
 
 def get_job(session: Session, job_id: str) -> JobRow:

@@ -23,6 +23,9 @@ class Metrics:
     mean_token_accuracy: float | None = None
     tokens_per_second: float | None = None
     learning_rate: float | None = None
+    #: White-box distillation: the two terms of the training loss (``finetune.white_box``).
+    ce_loss: float | None = None
+    kd_loss: float | None = None
 
 
 @dataclass(frozen=True)

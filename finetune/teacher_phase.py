@@ -44,7 +44,7 @@ def run_teacher_phase(
     spec, settings = distillation.teacher, distillation.generation
     total = len(prompts) * settings.samples_per_prompt
     observer.message(
-        f"Phase 1: teacher {spec.model!r} at {spec.base_url} answers {len(prompts)} prompts "
+        f"Phase 1: teacher {spec.model!r} at {spec.location} answers {len(prompts)} prompts "
         f"x {settings.samples_per_prompt} (concurrency {settings.concurrency})"
     )
     every = max(1, total // 20)

@@ -245,7 +245,23 @@ def load_base_model(base_model: str, hyperparameters: Hyperparameters) -> PreTra
         model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model, use_gradient_checkpointing=_on_gpu()
         )
+        _keep_4bit_weights_trainable(model)
     return model
+
+
+def _keep_4bit_weights_trainable(model: PreTrainedModel) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On a CPU with AVX512-BF16, a ``Linear4bit`` that runs once in eval mode without gradients (an
+    evaluation, an on-policy sample) repacks its weights for a faster kernel, for good, and that kernel
+    has no backward: every later training step would pass no gradient through the frozen layers, so the
+    LoRA weights below the top of the network stop learning, silently.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def training_chat_template(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -364,15 +380,24 @@ def _build_trainer(
     def dataset(conversations: list[Conversation]) -> Dataset:
         return Dataset.from_list([{"messages": conversation} for conversation in conversations])
 
-    trainer = SFTTrainer(
-        model=load_base_model(config.base_model, config.hyperparameters),
-        args=_sft_config(config, evaluate=bool(validation)),
-        train_dataset=dataset(training),
-        eval_dataset=dataset(validation) if validation else None,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config.hyperparameters),
-        callbacks=[_observer_callback(tracker)],
-    )
+    arguments: dict[str, Any] = {
+        "model": load_base_model(config.base_model, config.hyperparameters),
+        "args": _sft_config(config, evaluate=bool(validation)),
+        "train_dataset": dataset(training),
+        "eval_dataset": dataset(validation) if validation else None,
+        "processing_class": tokenizer,
+        "peft_config": _lora_config(config.hyperparameters),
+        "callbacks": [_observer_callback(tracker)],
+    }
+    if config.white_box is None:
+        trainer = SFTTrainer(**arguments)
+    else:
+        from finetune.white_box import white_box_trainer
+
+        tracker.observer.message(
+            f"white-box distillation ({config.white_box.mode}) from teacher {config.white_box.teacher_model}"
+        )
+        trainer = white_box_trainer(config.white_box, **arguments)
     for noisy in (PrinterCallback, ProgressCallback):  # the observer reports progress
         trainer.remove_callback(noisy)
     return trainer
@@ -482,6 +507,8 @@ class _Tracker:
                 train_loss=float(logs["loss"]),
                 mean_token_accuracy=_float(logs.get("mean_token_accuracy")),
                 learning_rate=_float(logs.get("learning_rate")),
+                ce_loss=_float(logs.get("ce_loss")),
+                kd_loss=_float(logs.get("kd_loss")),
                 tokens_per_second=self._tokens_per_second(state),
             )
             self.observer.metrics(self._train)

@@ -393,3 +393,24 @@ def test_console_observer_draws_progress_and_stops_only_when_interrupted() -> No
     text = out.getvalue()
     assert "loading" in text and "2/4" in text and "loss=2.5000" in text and "tok/s=120" in text
     assert "eval loss 2.2500" in text and "stopping after this step" in text
+
+
+def test_gradients_still_reach_the_first_layer_after_an_evaluation(base_model: str) -> None:
+    """bitsandbytes repacks 4-bit weights for CPU inference after an eval-mode pass, and the repacked
+    kernel has no backward; training after the per-epoch evaluation must still reach every layer."""
+    from peft import get_peft_model
+
+    from finetune.training import _lora_config, load_base_model
+
+    hyperparameters = Hyperparameters(lora_r=8)
+    model = get_peft_model(load_base_model(base_model, hyperparameters), _lora_config(hyperparameters))
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    first = dict(model.named_parameters())[
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
+    ]
+    assert first.grad is not None and first.grad.abs().sum() > 0

@@ -20,9 +20,10 @@ from assistant.errors import ApiError
 from assistant.model_store import resolve_model_dir
 from assistant.settings import Settings
 from finetune import jobs
-from finetune.config import Hyperparameters
-from finetune.distill import DistillationConfig, TeacherSettings, TeacherSpec
+from finetune.config import DistillationLoss, Hyperparameters, OnPolicySampling
+from finetune.distill import DistillationConfig, Mode, TeacherSettings, TeacherSpec, check_mode
 from finetune.models import CheckpointRow, JobEventRow, JobRow
+from finetune.white_box import UnusableTeacher, check_local_teacher
 from finetune.worker import enqueue
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,19 @@ class Supervised(_Strict):
 
 
 class Distillation(_Strict):
-    """Black-box distillation: the teacher answers the prompt file; the student (``model``) learns."""
+    """The teacher answers the prompt file; the student (``model``) learns from the answers (``black_box``)
+    and, with a local teacher, from its token probabilities (``logits``, ``on_policy``)."""
 
-    mode: Literal["black_box", "logits", "on_policy"] = "black_box"
+    mode: Mode = "black_box"
     teacher: TeacherSpec
     generation: TeacherSettings = TeacherSettings()
+    loss: DistillationLoss = DistillationLoss()
+    on_policy: OnPolicySampling = OnPolicySampling()
     hyperparameters: Hyperparameters = Hyperparameters()
 
     @model_validator(mode="after")
     def _black_box_for_remote_teachers(self) -> Distillation:
-        if self.mode != "black_box":
-            raise ValueError(
-                f"mode {self.mode!r} needs the teacher's token probabilities, which an {self.teacher.kind} "
-                "teacher endpoint cannot give: only 'black_box' is offered for it"
-            )
+        check_mode(self.mode, self.teacher)
         return self
 
 
@@ -154,13 +154,40 @@ def checkpoint_object(checkpoint: CheckpointRow, job: JobRow) -> dict[str, Any]:
     }
 
 
-def _distillation(body: JobCreate, settings: Settings) -> DistillationConfig | None:
+async def _distillation(
+    body: JobCreate, settings: Settings, student: str, db_session: AsyncSession
+) -> DistillationConfig | None:
+    """The job's teacher and mode; a local teacher is resolved to what it loads from and checked."""
     if body.method is None or body.method.distillation is None:
         return None
     chosen = body.method.distillation
+    teacher = chosen.teacher
+    if teacher.kind == "local":
+        path = await _local_model(teacher.model, settings, db_session)
+        try:
+            await asyncio.to_thread(
+                check_local_teacher, student, path, shared_vocabulary=chosen.mode != "black_box"
+            )
+        except UnusableTeacher as exc:
+            raise ApiError(400, str(exc), param="method.distillation.teacher.model", code=exc.code) from exc
+        teacher = teacher.model_copy(update={"path": path})
     return DistillationConfig(
-        teacher=chosen.teacher, generation=chosen.generation, policy_file=settings.safety.policy_file
+        mode=chosen.mode,
+        teacher=teacher,
+        generation=chosen.generation,
+        loss=chosen.loss,
+        on_policy=chosen.on_policy,
+        policy_file=settings.safety.policy_file,
     )
+
+
+async def _local_model(name: str, settings: Settings, db_session: AsyncSession) -> str:
+    """What a local model loads from: a model this service serves by name, else the name itself (a
+    directory or hub id)."""
+    if name == settings.model.name:
+        return await asyncio.to_thread(resolve_model_dir, settings.model.path, settings.cache_dir)
+    trained = await db_session.run_sync(lambda session: jobs.find_model(session, name))
+    return trained.path if trained is not None else name
 
 
 def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -209,7 +236,7 @@ class FineTuningController(Controller):
             seed=body.seed if body.seed is not None else 42,
             hyperparameters=body.chosen_hyperparameters(),
             created_by=request.user.name,
-            distillation=_distillation(body, settings),
+            distillation=await _distillation(body, settings, base_path, db_session),
         )
         job = await db_session.run_sync(
             lambda s: jobs.create_job(

@@ -257,7 +257,7 @@ def _keep_4bit_weights_trainable(model: PreTrainedModel) -> None:
     has no backward: every later training step would pass no gradient through the frozen layers, so the
     LoRA weights below the top of the network stop learning, silently.
     """
-    from bitsandbytes.nn import Linear4bit
+    from bitsandbytes.nn.modules import Linear4bit
 
     for module in model.modules():
         if isinstance(module, Linear4bit):

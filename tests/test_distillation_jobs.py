@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import AutoTokenizer
 
 from assistant.backends.hf import HFBackend
+from assistant.model_store import resolve_model_dir
 from finetune.teacher_phase import PROGRESS_FILE
 from tests.conftest import MODEL, Server, _free_port
 from tests.finetune_helpers import DOMAIN_FILE, QUICK, Worker, events, finished, wait_for
@@ -135,10 +138,83 @@ def test_a_worker_killed_in_phase_1_resumes_without_asking_again(
     assert PROMPT_COUNT <= teacher[1].calls - before <= PROMPT_COUNT + 1
 
 
+def test_a_logits_job_distils_a_local_teacher_the_service_serves(stack: tuple[Server, Worker]) -> None:
+    server, worker = stack
+    client, http = server.openai(), server.http()
+    method = {
+        "type": "distillation",
+        "distillation": {
+            "mode": "logits",
+            "teacher": {"kind": "local", "model": MODEL},  # this service's own model, loaded in the worker
+            "generation": {"temperature": 0.7, "max_tokens": 96},
+            "loss": {"ce_weight": 0.5, "temperature": 2.0},
+            "hyperparameters": QUICK,
+        },
+    }
+    job = submit(server, method)
+    shown = http.get(f"/v1/fine_tuning/jobs/{job.id}").json()["method"]["distillation"]
+    assert shown["mode"] == "logits" and shown["loss"] == {"ce_weight": 0.5, "temperature": 2.0}
+    assert shown["teacher"] == {
+        "kind": "local",
+        "base_url": None,
+        "model": MODEL,
+        "api_key": None,
+        "timeout": 120.0,
+    }
+
+    done = wait_for(http, job.id, finished, worker)
+    assert done["status"] == "succeeded", (done, worker.output())
+    found = events(http, job.id)
+    messages = [e["message"] for e in found]
+    assert any(m.startswith(f"Phase 1: teacher '{MODEL}' at this worker") for m in messages), messages
+    assert any(m.startswith("white-box distillation (logits)") for m in messages), messages
+    steps = [e["data"] for e in found if "kd_loss" in e["data"]]
+    assert steps and all(step["kd_loss"] >= 0 and step["ce_loss"] > 0 for step in steps)
+    answer = client.chat.completions.create(
+        model=done["fine_tuned_model"],
+        messages=[{"role": "user", "content": "How long do I have to return an item?"}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert answer.choices[0].message.content
+
+
+def test_a_local_teacher_with_another_vocabulary_is_refused_at_submission(
+    stack: tuple[Server, Worker], tmp_path: Path
+) -> None:
+    server, _ = stack
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(None, server.settings.cache_dir))
+    tokenizer.add_tokens(["<order-number>"])
+    tokenizer.save_pretrained(tmp_path)
+    prompts = server.openai().files.create(file=("prompts.jsonl", prompt_file()), purpose="distillation")  # type: ignore[arg-type]
+    before = server.http().get("/v1/fine_tuning/jobs").json()["data"]
+    for mode, model, code, says in (
+        ("on_policy", str(tmp_path), "vocabulary_mismatch", "need a shared tokenizer"),
+        ("black_box", str(tmp_path / "missing"), "teacher_not_found", "cannot load the local teacher"),
+    ):
+        method = {
+            "type": "distillation",
+            "distillation": {"mode": mode, "teacher": {"kind": "local", "model": model}},
+        }
+        response = server.http().post(
+            "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": prompts.id, "method": method}
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == code and error["param"] == "method.distillation.teacher.model"
+        assert says in error["message"]
+    assert server.http().get("/v1/fine_tuning/jobs").json()["data"] == before  # no job was created
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"mode": "logits"}, "only 'black_box' is offered"),
+        (
+            {"mode": "on_policy", "teacher": {"kind": "ollama", "base_url": "http://x", "model": "m"}},
+            "black_box",
+        ),
+        ({"teacher": {"kind": "openai", "model": "m"}}, "needs its base_url"),
         ({"teacher": {"kind": "openai", "base_url": "http://x/v1"}}, "model"),
         ({"generation": {"samples_per_prompt": 0}}, "samples_per_prompt"),
     ],

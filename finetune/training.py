@@ -1,5 +1,8 @@
 """Supervised LoRA / QLoRA fine-tuning of a chat model: ``train(config, observer) -> TrainingResult``.
 
+With ``config.white_box`` set, the same run also learns a local teacher's token probabilities
+(``finetune.white_box`` replaces the trainer's loss; everything else below holds).
+
 The data is chat JSONL (one ``{"messages": [{"role", "content"}, ...]}`` per line, roles system, user and
 assistant). Validation comes from ``validation_file`` or a seeded hold-out of the training file.
 

@@ -11,6 +11,7 @@ import pytest
 
 from finetune.distill import (
     Answer,
+    LocalTeacher,
     OllamaTeacher,
     OpenAITeacher,
     Screen,
@@ -151,3 +152,26 @@ def test_a_teacher_that_refuses_fails_at_once(server: Server, tmp_path: Path) ->
 def test_the_api_key_is_never_shown() -> None:
     spec = TeacherSpec(kind="openai", base_url="http://x/v1", model="m", api_key="sk-secret-123")
     assert "sk-secret-123" not in repr(spec) and "sk-secret-123" not in spec.model_dump_json()
+
+
+def test_a_local_teacher_answers_in_process_and_reports_truncation(tmp_path: Path) -> None:
+    from assistant.model_store import resolve_model_dir
+    from assistant.settings import Settings
+
+    spec = TeacherSpec(kind="local", model=MODEL, path=resolve_model_dir(None, Settings().cache_dir))
+    teacher = LocalTeacher(spec)
+
+    async def ask(settings: TeacherSettings) -> list[Answer]:
+        return [await teacher.answer(prompt, settings, seed=1) for prompt in PROMPTS[:2]]
+
+    whole = asyncio.run(ask(SETTINGS))
+    assert all(answer.text.strip() for answer in whole)
+    assert not all(answer.truncated for answer in whole)  # one ends within 200 tokens, with its end of turn
+    assert "<|im_end|>" not in whole[0].text
+    cut = asyncio.run(ask(SETTINGS.model_copy(update={"max_tokens": 3})))
+    assert all(answer.truncated for answer in cut)
+    assert asyncio.run(ask(SETTINGS)) == whole  # temperature 0: the same answers again
+
+    missing = LocalTeacher(TeacherSpec(kind="local", model=str(tmp_path / "nothing")))
+    with pytest.raises(TeacherError, match="cannot load the local teacher"):
+        asyncio.run(missing.answer(PROMPTS[0], SETTINGS, seed=1))

@@ -50,7 +50,9 @@ def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
     return HFBackend(
         source,
         context_window=settings.model.context_window,
+        max_batch=settings.model.max_batch,
         max_queued=settings.chat.max_queued_requests,
+        queue_timeout=settings.model.queue_timeout,
         threads=settings.model.threads,
     )
 

@@ -32,6 +32,12 @@ class ModelSettings(BaseModel):
     max_tokens_default: int = Field(256, ge=1, description="`max_tokens` when a request gives none.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest `max_tokens` a request may ask for.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
+    max_batch: int = Field(
+        8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."
+    )
+    queue_timeout: float = Field(
+        120, gt=0, description="Seconds a request may wait for a place in the batch before a 429."
+    )
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ModelSettings:
@@ -63,7 +69,7 @@ class ChatSettings(BaseModel):
     max_terms: int = Field(100, ge=0, description="Most glossary entries one request may carry.")
     max_term_length: int = Field(100, ge=1, description="Longest glossary wording, in characters.")
     max_queued_requests: int = Field(
-        64, ge=1, description="Requests waiting for the model before new ones get 429."
+        64, ge=1, description="Requests waiting for a place in the batch before new ones get 429."
     )
     system_prompt: str = Field(
         "You are a customer-service assistant. Answer the customer's question helpfully and accurately.",

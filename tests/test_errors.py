@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -135,15 +137,25 @@ def test_revoked_key_is_401(server: Server) -> None:
 
 
 def test_full_queue_is_429_with_retry_after(serve: Callable[..., Server], hf_backend: HFBackend) -> None:
-    busy = HFBackend(lambda: hf_backend._model_source(), max_queued=1)
+    busy = HFBackend(lambda: hf_backend._model_source(), max_batch=1, max_queued=1)
     server = serve({MODEL: busy})
-    with server.http().stream(
-        "POST", "/v1/chat/completions", json={**LONG_ANSWER, "max_tokens": 200, "stream": True}
-    ) as running:
-        next(running.iter_lines())  # the first request is generating
+    streaming = {**LONG_ANSWER, "max_tokens": 256, "stream": True}
+    with (
+        server.http().stream("POST", "/v1/chat/completions", json=streaming) as running,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        lines = running.iter_lines()
+        next(lines)  # the first request is generating: the batch (of 1) is full
+
+        second = pool.submit(server.http().post, "/v1/chat/completions", json={**BODY, "max_tokens": 2})
+        deadline = time.monotonic() + 30
+        while (stats := busy.batch_stats()) is None or stats.waiting < 1:  # it waits: the queue is full
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         response = server.http().post("/v1/chat/completions", json=BODY)
         assert assert_envelope(response, 429)["code"] == "overloaded"
         assert int(response.headers["retry-after"]) >= 1
+    assert second.result().status_code == 200  # the waiting one was served once the first was done
 
 
 class GatedBackend(HFBackend):

@@ -1,67 +1,34 @@
 """Hugging Face transformers, in-process.
 
-The model loads once (in a thread, so the server answers ``/healthz`` meanwhile). Generations run
-one at a time on a dedicated thread, off the event loop; tokens are handed to the loop as they are
-produced. Closing a stream sets a flag that a stopping criterion checks after every token, so a
-client that goes away stops its generation within one decoding step.
+The model loads once (in a thread, so the server answers ``/healthz`` meanwhile). Concurrent requests
+are generated together by one continuous-batching loop on its own thread (``batching.Batcher``), off the
+event loop; tokens are handed to the loop as they are produced. Closing a stream marks its request
+cancelled, and it leaves the batch at the next decoding step, so a client that goes away stops its
+generation within one step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from assistant.backends.base import (
     Backend,
     BackendNotReady,
-    BackendOverloaded,
     Event,
-    Finished,
-    FinishReason,
     GenerationOptions,
     Message,
     ModelDescription,
-    TextPiece,
 )
+from assistant.backends.batching import END, Batcher, BatchStats, Request
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-_END = object()
-
-
-class _TokenSink:
-    """A transformers streamer: decodes new tokens and posts text to the event loop."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, post: Callable[[object], None]) -> None:
-        self._tokenizer = tokenizer
-        self._post = post
-        self._seen_prompt = False
-        self.tokens: list[int] = []
-        self._sent = 0
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._seen_prompt:  # generate() first hands over the prompt
-            self._seen_prompt = True
-            return
-        self.tokens.extend(value.reshape(-1).tolist())
-        text = str(self._tokenizer.decode(self.tokens, skip_special_tokens=True))
-        # An incomplete UTF-8 sequence decodes to U+FFFD: wait for the token that completes it.
-        if len(text) > self._sent and not text.endswith("\ufffd"):
-            self._post(TextPiece(text[self._sent :], completion_tokens=len(self.tokens)))
-            self._sent = len(text)
-
-    def end(self) -> None:
-        pass
 
 
 class HFBackend(Backend):
@@ -70,17 +37,18 @@ class HFBackend(Backend):
         model_source: Callable[[], str],
         *,
         context_window: int | None = None,
+        max_batch: int = 8,
         max_queued: int = 64,
+        queue_timeout: float = 120.0,
         threads: int | None = None,
     ) -> None:
         self._model_source = model_source
         self._configured_window = context_window
-        self._max_queued = max_queued
+        self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
         self._threads = threads
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-generate")
-        self._pending = 0
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._batcher: Batcher | None = None
         self._load_error: str | None = None
         self._description: ModelDescription | None = None
         #: Tokens produced since start: lets tests and metrics see that generation stopped.
@@ -92,7 +60,7 @@ class HFBackend(Backend):
         if self._model is not None:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+            await asyncio.to_thread(self._load)
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self._load_error)
@@ -107,6 +75,14 @@ class HFBackend(Backend):
         self._tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source)
         model.eval()  # type: ignore[no-untyped-call]
+        self._batcher = Batcher(
+            model,
+            self._tokenizer,
+            max_batch=self._max_batch,
+            max_waiting=self._max_queued,
+            queue_timeout=self._queue_timeout,
+            on_token=self._count_token,
+        )
         self._model = model
         self._description = ModelDescription(
             architecture=str(model.config.model_type),
@@ -120,7 +96,15 @@ class HFBackend(Backend):
         return self._description
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def batch_stats(self) -> BatchStats | None:
+        """Requests waiting for and running in the batch (None until the model is loaded)."""
+        return self._batcher.stats() if self._batcher is not None else None
+
+    def _count_token(self, request: Request) -> None:
+        self.tokens_generated += 1
 
     @property
     def ready(self) -> bool:
@@ -158,89 +142,19 @@ class HFBackend(Backend):
         self, messages: list[Message], options: GenerationOptions
     ) -> AsyncGenerator[Event, None]:
         self._loaded()
-        if self._pending >= self._max_queued:
-            raise BackendOverloaded(f"{self._pending} requests are already waiting for the model")
-        prompt = self.prompt_ids(messages)
+        assert self._batcher is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
 
         def post(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        self._pending += 1
-        future = loop.run_in_executor(self._executor, self._generate, prompt, options, post, stop)
-        future.add_done_callback(self._job_done)
+        request = Request(self.prompt_ids(messages), options, post)
+        self._batcher.submit(request)  # BackendOverloaded when the queue is full
         try:
-            while (item := await queue.get()) is not _END:
+            while (item := await queue.get()) is not END:
                 if isinstance(item, BaseException):
                     raise item
                 yield item  # type: ignore[misc]
         finally:
-            stop.set()
-
-    def _job_done(self, future: asyncio.Future[None]) -> None:
-        self._pending -= 1
-        if not future.cancelled() and future.exception() is not None:
-            log.error("generation failed", exc_info=future.exception())
-
-    def _generate(
-        self,
-        prompt: list[int],
-        options: GenerationOptions,
-        post: Callable[[object], None],
-        stop: threading.Event,
-    ) -> None:
-        try:
-            if not stop.is_set():
-                post(self._run_generate(prompt, options, post, stop))
-        except Exception as exc:
-            post(exc)
-        finally:
-            post(_END)
-
-    def _run_generate(
-        self,
-        prompt: list[int],
-        options: GenerationOptions,
-        post: Callable[[object], None],
-        stop: threading.Event,
-    ) -> Finished:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        model, tokenizer = self._loaded()
-        sink = _TokenSink(tokenizer, post)
-        backend = self
-
-        class _StopWhenAsked(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                backend.tokens_generated += 1
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
-
-        # Generations run one at a time on this thread, so seeding the global generator is exact.
-        torch.manual_seed(options.seed if options.seed is not None else secrets.randbits(63))
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p, "top_k": 0}
-            if options.temperature > 0
-            else {"do_sample": False}
-        )
-        input_ids = torch.tensor([prompt])
-        with torch.inference_mode():
-            model.generate(  # type: ignore[operator]
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=options.max_tokens,
-                streamer=sink,
-                stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                **sampling,
-            )
-        hit_eos = bool(sink.tokens) and sink.tokens[-1] in _eos_ids(model)
-        reason: FinishReason = "length" if len(sink.tokens) >= options.max_tokens and not hit_eos else "stop"
-        return Finished(reason, prompt_tokens=len(prompt), completion_tokens=len(sink.tokens))
-
-
-def _eos_ids(model: PreTrainedModel) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set(eos) if isinstance(eos, list) else {eos} if eos is not None else set()
+            request.cancelled.set()

@@ -1,0 +1,328 @@
+"""Continuous batching for the transformers backend: one decoding loop serves every running request.
+
+A scheduler thread owns the model. Between two decoding steps it admits waiting requests: their
+prompts are prefilled together (left-padded) and their KV cache joins the running batch's, aligned on
+the right. Each step is then one forward pass over one new token per running request, and each row is
+sampled with its own request's settings (temperature, top-p, a seeded generator). A request leaves the
+batch as soon as it ends (end of turn, ``max_tokens``, a stop sequence, or its stream closed), and its
+rows of the cache go with it.
+
+Why this and not transformers' own: on this project's 2-core CPU a padded batch of 8 decodes about
+3.8x the tokens/s of 8 sequential ``generate`` calls, while ``generate_batch`` (paged continuous
+batching) ran no faster than sequential; a padded batch whose membership changes between steps keeps
+the first and adds the second's admission without its paging machinery.
+
+Bounded: at most ``max_batch`` requests run and ``max_waiting`` wait (``submit`` raises
+``BackendOverloaded`` beyond that); a request that waits longer than ``queue_timeout`` seconds is
+answered ``BackendOverloaded`` too, so a caller retries instead of hanging.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from assistant.backends.base import BackendOverloaded, Finished, FinishReason, GenerationOptions, TextPiece
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+#: Posted after a request's last event.
+END = object()
+
+
+class _Detokenizer:
+    """Turns a growing list of tokens into text pieces, holding back an incomplete UTF-8 sequence."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+        self.text = ""
+
+    def piece(self, tokens: list[int]) -> str:
+        text = str(self._tokenizer.decode(tokens, skip_special_tokens=True))
+        if len(text) <= len(self.text) or text.endswith("\ufffd"):  # wait for the completing token
+            return ""
+        new, self.text = text[len(self.text) :], text
+        return new
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation: what it asks for, and where its events go (called from the scheduler thread)."""
+
+    prompt: list[int]
+    options: GenerationOptions
+    #: Hands an event to the caller; the scheduler calls it through ``send``.
+    emit: Callable[[object], None]
+    #: Set when the caller stops listening: the request leaves the batch at the next step.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.monotonic)
+    tokens: list[int] = field(default_factory=list)
+    generator: Any = None
+    detokenizer: Any = None
+    #: When its first token was sampled (time to first token = this - ``submitted``).
+    first_token_at: float | None = None
+
+    def send(self, *items: object) -> None:
+        """Hand events to the caller; a caller that is gone (its event loop closed) cancels the request."""
+        try:
+            for item in items:
+                self.emit(item)
+        except Exception:
+            self.cancelled.set()
+
+
+@dataclass
+class BatchStats:
+    """What the scheduler reports for metrics, read from other threads."""
+
+    waiting: int = 0
+    running: int = 0
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch: int = 8,
+        max_waiting: int = 64,
+        queue_timeout: float = 120.0,
+        on_token: Callable[[Request], None] | None = None,
+    ) -> None:
+        self._model, self._tokenizer = model, tokenizer
+        if max_batch > 1 and not full_attention_cache(model):
+            log.warning("%s has layers without a full KV cache: one request at a time", type(model).__name__)
+            max_batch = 1
+        self.max_batch, self.max_waiting, self.queue_timeout = max_batch, max_waiting, queue_timeout
+        self._on_token = on_token
+        eos = model.generation_config.eos_token_id
+        self._eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
+        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        # The running batch: its requests, their attention mask over the cache, the cache itself.
+        self._running: list[Request] = []
+        self._mask: torch.Tensor | None = None
+        self._cache: DynamicCache | None = None
+        self._thread = threading.Thread(target=self._loop, name="hf-batcher", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side (any thread) ----------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        with self._wake:
+            if len(self._waiting) >= self.max_waiting:
+                raise BackendOverloaded(f"{len(self._waiting)} requests are already waiting for the model")
+            self._waiting.append(request)
+            self._wake.notify()
+
+    def stats(self) -> BatchStats:
+        return BatchStats(waiting=len(self._waiting), running=len(self._running))
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    # -- the scheduler thread ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                admitted = self._admit()
+                if admitted is None:
+                    return
+                try:
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._running:
+                        self._step()
+                except Exception as exc:  # a failed step fails the requests in it, not the server
+                    log.exception("batched generation failed")
+                    for request in {*self._running, *admitted}:
+                        request.send(exc, END)
+                    self._running, self._mask, self._cache = [], None, None
+
+    def _admit(self) -> list[Request] | None:
+        """Waiting requests to add to the batch (blocks while there is nothing to do); None: closed."""
+        with self._wake:
+            while not self._closed and not self._waiting and not self._running:
+                self._wake.wait()
+            if self._closed:
+                return None
+            admitted: list[Request] = []
+            now = time.monotonic()
+            while self._waiting and len(self._running) + len(admitted) < self.max_batch:
+                request = self._waiting.popleft()
+                if request.cancelled.is_set():
+                    request.send(END)
+                elif now - request.submitted > self.queue_timeout:
+                    waited = now - request.submitted
+                    request.send(BackendOverloaded(f"waited {waited:.0f} s for a place in the batch"), END)
+                else:
+                    admitted.append(request)
+            return admitted
+
+    def _prefill(self, requests: list[Request]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(request.prompt) for request in requests)
+        ids = torch.full((len(requests), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, request in enumerate(requests):
+            ids[row, width - len(request.prompt) :] = torch.tensor(request.prompt)
+            mask[row, width - len(request.prompt) :] = 1
+            request.generator = torch.Generator().manual_seed(
+                request.options.seed if request.options.seed is not None else secrets.randbits(63)
+            )
+            request.detokenizer = _Detokenizer(self._tokenizer)
+        cache = DynamicCache(config=self._model.config)
+        output = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self._join(requests, mask, output.past_key_values)
+        self._accept(requests, output.logits[:, -1])
+
+    def _join(self, requests: list[Request], mask: torch.Tensor, cache: DynamicCache) -> None:
+        """Add prefilled rows to the running batch, both right-aligned (left-padded to one width)."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._cache is None or self._mask is None:
+            self._running, self._mask, self._cache = list(requests), mask, cache
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def widen(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - tensor.shape[dim]
+            if missing == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        layers = [
+            (torch.cat([widen(old_k, 2), widen(new_k, 2)]), torch.cat([widen(old_v, 2), widen(new_v, 2)]))
+            for (old_k, old_v), (new_k, new_v) in zip(_tensors(self._cache), _tensors(cache), strict=True)
+        ]
+        self._cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
+        self._mask = torch.cat([widen(self._mask, 1), widen(mask, 1)])
+        self._running = self._running + list(requests)
+
+    def _step(self) -> None:
+        import torch
+
+        assert self._mask is not None
+        last = torch.tensor([[request.tokens[-1]] for request in self._running])
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._running), 1))], dim=1)
+        output = self._model(
+            input_ids=last,
+            attention_mask=self._mask,
+            position_ids=self._mask.sum(dim=1, keepdim=True) - 1,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        self._cache = output.past_key_values
+        self._accept(self._running, output.logits[:, -1])
+
+    def _accept(self, requests: list[Request], logits: torch.Tensor) -> None:
+        """Sample one token per request, send its text, and drop the requests that are done."""
+        finished: set[int] = set()
+        now = time.monotonic()
+        for row, request in enumerate(requests):
+            token = _sample(logits[row], request.options, request.generator)
+            request.tokens.append(token)
+            request.first_token_at = request.first_token_at or now
+            if self._on_token is not None:
+                self._on_token(request)
+            reason = self._finish_reason(request, token)
+            if token not in self._eos and (text := request.detokenizer.piece(request.tokens)):
+                request.send(TextPiece(text, completion_tokens=len(request.tokens)))
+                if reason is None and any(stop in request.detokenizer.text for stop in request.options.stop):
+                    reason = "stop"  # the pipeline cuts the text there; no need to generate further
+            if reason is not None or request.cancelled.is_set():
+                if not request.cancelled.is_set():
+                    request.send(Finished(reason or "stop", len(request.prompt), len(request.tokens)))
+                request.send(END)
+                finished.add(id(request))
+        if finished:
+            self._drop(finished)
+
+    def _finish_reason(self, request: Request, token: int) -> FinishReason | None:
+        if token in self._eos:
+            return "stop"
+        return "length" if len(request.tokens) >= request.options.max_tokens else None
+
+    def _drop(self, finished: set[int]) -> None:
+        """Remove finished requests' rows, and the cache columns no remaining row attends to."""
+        keep = [row for row, request in enumerate(self._running) if id(request) not in finished]
+        self._running = [self._running[row] for row in keep]
+        if not keep or self._mask is None or self._cache is None:
+            self._running, self._mask, self._cache = [], None, None
+            return
+        import torch
+        from transformers import DynamicCache
+
+        mask = self._mask[keep]
+        start = int((mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
+        index = torch.tensor(keep)
+        layers = [
+            (keys.index_select(0, index)[:, :, start:], values.index_select(0, index)[:, :, start:])
+            for keys, values in _tensors(self._cache)
+        ]
+        self._cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
+        self._mask = mask[:, start:]
+
+
+def _tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values ``[batch, heads, positions, head_dim]``."""
+    pairs = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None:
+            raise RuntimeError(f"cannot batch a cache layer of type {type(layer).__name__}")
+        pairs.append((keys, values))
+    return pairs
+
+
+def full_attention_cache(model: PreTrainedModel) -> bool:
+    """Whether every layer keeps every position (sliding-window and linear-attention layers keep their own
+    lengths, which rows of different lengths cannot share: such models run one request at a time)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def _sample(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator) -> int:
+    """Greedy at temperature 0; otherwise temperature, then nucleus (top-p), then a seeded draw."""
+    import torch
+
+    if options.temperature <= 0:
+        return int(logits.argmax())
+    probabilities = torch.softmax(logits.float() / options.temperature, dim=-1)
+    if options.top_p < 1.0:
+        ordered, order = probabilities.sort(descending=True)
+        outside = ordered.cumsum(dim=0) - ordered > options.top_p  # keeps the token that crosses top_p
+        ordered[outside] = 0
+        probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
+    return int(torch.multinomial(probabilities, 1, generator=generator))

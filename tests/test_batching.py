@@ -1,0 +1,158 @@
+"""Continuous batching on the real default model: batched answers are the answers each request gets
+alone, requests join a running batch and leave it, each with its own settings, and the queue is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, TextPiece
+from assistant.backends.hf import HFBackend
+
+QUESTIONS = [
+    "Where is my parcel?",
+    "How do I reset my password?",
+    "Hi!",
+    "Do you ship to Canada? Please answer in detail.",
+]
+
+
+@pytest.fixture(scope="module")
+def backend(hf_backend: HFBackend) -> Iterator[HFBackend]:
+    batched = HFBackend(hf_backend._model_source, max_batch=4, max_queued=8)
+    asyncio.run(batched.start())
+    yield batched
+    asyncio.run(batched.close())
+
+
+async def answer(
+    backend: HFBackend, question: str, options: GenerationOptions
+) -> tuple[str, Finished, float]:
+    """The answer's text, its ``Finished`` event, and when its first piece arrived."""
+    text, first = "", 0.0
+    async for event in backend.stream([{"role": "user", "content": question}], options):
+        if isinstance(event, TextPiece):
+            text += event.text
+            first = first or time.monotonic()
+        else:
+            return text, event, first
+    raise AssertionError("no Finished event")
+
+
+def test_batched_greedy_answers_are_the_answers_each_request_gets_alone(backend: HFBackend) -> None:
+    lengths = [40, 12, 30, 25]
+    options = [GenerationOptions(max_tokens=n, temperature=0) for n in lengths]
+
+    async def run() -> tuple[list[tuple[str, Finished, float]], list[tuple[str, Finished, float]]]:
+        alone = [await answer(backend, q, o) for q, o in zip(QUESTIONS, options, strict=True)]
+        together = await asyncio.gather(
+            *(answer(backend, q, o) for q, o in zip(QUESTIONS, options, strict=True))
+        )
+        return alone, list(together)
+
+    alone, together = asyncio.run(run())
+    assert [text for text, _, _ in together] == [text for text, _, _ in alone]
+    for (_, finished, _), n in zip(together, lengths, strict=True):
+        assert finished.completion_tokens <= n  # each request's own max_tokens
+        assert finished.reason == ("length" if finished.completion_tokens == n else "stop")
+
+
+def test_a_request_joins_a_running_batch_and_leaves_it_when_done(backend: HFBackend) -> None:
+    long_options = GenerationOptions(max_tokens=120, temperature=0)
+    short_options = GenerationOptions(max_tokens=10, temperature=0)
+
+    async def run() -> tuple[str, bool, str]:
+        before = backend.tokens_generated
+        long = asyncio.create_task(answer(backend, QUESTIONS[3], long_options))
+        while backend.tokens_generated < before + 5:  # the long one is decoding
+            assert not long.done(), long.result()
+            await asyncio.sleep(0.01)
+        short, _, _ = await answer(backend, QUESTIONS[1], short_options)
+        long_still_running = not long.done()
+        await long
+        alone, _, _ = await answer(backend, QUESTIONS[1], short_options)
+        return short, long_still_running, alone
+
+    short, long_still_running, alone = asyncio.run(run())
+    assert long_still_running  # the short one did not wait for the running batch to finish
+    assert short == alone  # admitted mid-batch (left-padded into the running cache): the same greedy answer
+
+
+def test_each_request_keeps_its_own_seed_and_stop_sequence(backend: HFBackend) -> None:
+    sampled = GenerationOptions(max_tokens=24, temperature=1.0, seed=11)
+
+    async def run() -> list[tuple[str, Finished, float]]:
+        return list(
+            await asyncio.gather(
+                answer(backend, QUESTIONS[0], sampled),
+                answer(backend, QUESTIONS[0], sampled),
+                answer(backend, QUESTIONS[0], GenerationOptions(max_tokens=24, temperature=1.0, seed=12)),
+                answer(
+                    backend, QUESTIONS[1], GenerationOptions(max_tokens=60, temperature=0, stop=("password",))
+                ),
+            )
+        )
+
+    first, again, other, stopped = asyncio.run(run())
+    assert first[0] == again[0]  # the same seed in the same batch: the same sample
+    assert first[0] != other[0]
+    assert "password" in stopped[0] and stopped[1].completion_tokens < 60  # stopped generating there
+    assert stopped[1].reason == "stop"
+
+
+def test_a_closed_stream_leaves_the_batch_and_the_others_go_on(backend: HFBackend) -> None:
+    async def run() -> tuple[int, tuple[str, Finished, float]]:
+        other = asyncio.create_task(
+            answer(backend, QUESTIONS[2], GenerationOptions(max_tokens=40, temperature=0))
+        )
+        stream = backend.stream(
+            [{"role": "user", "content": QUESTIONS[3]}], GenerationOptions(max_tokens=200)
+        )
+        await anext(stream)
+        await stream.aclose()
+        deadline = time.monotonic() + 10
+        while (
+            (stats := backend.batch_stats()) is not None and stats.running > 1 and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
+        running = stats.running if stats else -1
+        return running, await other
+
+    running, other = asyncio.run(run())
+    assert running <= 1  # the closed request is gone from the batch
+    assert other[1].completion_tokens > 0
+
+
+def test_the_queue_is_bounded_and_a_request_waits_only_so_long(hf_backend: HFBackend) -> None:
+    narrow = HFBackend(hf_backend._model_source, max_batch=1, max_queued=1, queue_timeout=0.5)
+    asyncio.run(narrow.start())
+
+    async def run() -> tuple[BaseException | None, BaseException | None]:
+        long = asyncio.create_task(
+            answer(narrow, QUESTIONS[3], GenerationOptions(max_tokens=60, temperature=0))
+        )
+        await asyncio.sleep(0.3)
+        waiting = asyncio.create_task(answer(narrow, QUESTIONS[0], GenerationOptions(max_tokens=5)))
+        await asyncio.sleep(0.1)
+        try:
+            await answer(narrow, QUESTIONS[1], GenerationOptions(max_tokens=5))
+            full = None
+        except BackendOverloaded as exc:
+            full = exc
+        try:
+            await waiting  # it waits past queue_timeout while the long one holds the only place
+            timed_out = None
+        except BackendOverloaded as exc:
+            timed_out = exc
+        await long
+        return full, timed_out
+
+    try:
+        full, timed_out = asyncio.run(run())
+    finally:
+        asyncio.run(narrow.close())
+    assert isinstance(full, BackendOverloaded) and "waiting" in str(full)
+    assert isinstance(timed_out, BackendOverloaded) and "waited" in str(timed_out)

@@ -22,6 +22,7 @@ from assistant.auth import api_key_auth
 from assistant.backends.base import Backend
 from assistant.db import async_url, ensure_sqlite_dir
 from assistant.errors import EXCEPTION_HANDLERS
+from assistant.metrics import ServiceMetrics, metrics_endpoint
 from assistant.registry import ModelRegistry
 from assistant.routes.admin import KeysController
 from assistant.routes.chat import chat_completions
@@ -126,6 +127,7 @@ def create_app(
             partial(fine_tuned_backend, settings),
             settings.finetune.max_loaded_models,
         )
+        app.state.metrics.watch(app.state.registry.serving)
         app.state.celery = create_celery(worker_config(settings))
         async with app.state.sessions() as session:
             if await session.run_sync(keys.bootstrap_admin_key, settings.admin_key_file):
@@ -151,6 +153,7 @@ def create_app(
             delete_model,
             healthz,
             readyz,
+            metrics_endpoint,
             KeysController,
             safety_events,
             FilesController,
@@ -169,6 +172,7 @@ def create_app(
                 "guard": safety,
                 "policies": policies,
                 "started_at": int(time.time()),
+                "metrics": ServiceMetrics(),
             }
         ),
         openapi_config=OpenAPIConfig(

@@ -12,7 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from assistant import keys
 
 #: Paths anyone may call: probes and the API documentation. Everything else needs a key.
-PUBLIC_PATHS = ("/healthz", "/readyz", "/docs")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/docs")
 
 
 def _bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

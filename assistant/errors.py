@@ -96,11 +96,19 @@ def _chat(_: Request[Any, Any, Any], exc: ChatError) -> Response[dict[str, Any]]
     return envelope(400, str(exc), exc.param, exc.code)
 
 
-def _not_ready(_: Request[Any, Any, Any], exc: BackendNotReady) -> Response[dict[str, Any]]:
+def _rejected(request: Request[Any, Any, Any], reason: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejections.labels(reason).inc()
+
+
+def _not_ready(request: Request[Any, Any, Any], exc: BackendNotReady) -> Response[dict[str, Any]]:
+    _rejected(request, "not_ready")
     return envelope(503, f"not ready: {exc}", code="model_not_ready", headers={"Retry-After": "5"})
 
 
-def _overloaded(_: Request[Any, Any, Any], exc: BackendOverloaded) -> Response[dict[str, Any]]:
+def _overloaded(request: Request[Any, Any, Any], exc: BackendOverloaded) -> Response[dict[str, Any]]:
+    _rejected(request, "overloaded")
     retry = {"Retry-After": str(exc.retry_after)}
     return envelope(429, f"the server is busy: {exc}; retry shortly", code="overloaded", headers=retry)
 

@@ -42,6 +42,10 @@ class ModelRegistry:
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
         self._loading = asyncio.Lock()
 
+    def serving(self) -> dict[str, Backend]:
+        """The configured backends and the fine-tuned models loaded now, by name."""
+        return {**self.configured, **self._loaded}
+
     async def get(self, name: str) -> Backend:
         if name in self.configured:
             return self.configured[name]

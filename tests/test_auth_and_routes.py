@@ -36,7 +36,7 @@ def test_every_route_needs_a_key_unless_public(server: Server) -> None:
 
 
 def test_public_paths_are_only_probes_and_docs(server: Server) -> None:
-    assert set(PUBLIC_PATHS) == {"/healthz", "/readyz", "/docs"}
+    assert set(PUBLIC_PATHS) == {"/healthz", "/readyz", "/metrics", "/docs"}
     assert httpx.get(f"{server.url}/docs/openapi.json").json()["info"]["title"] == "assistant"
 
 

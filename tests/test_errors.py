@@ -155,6 +155,7 @@ def test_full_queue_is_429_with_retry_after(serve: Callable[..., Server], hf_bac
         response = server.http().post("/v1/chat/completions", json=BODY)
         assert assert_envelope(response, 429)["code"] == "overloaded"
         assert int(response.headers["retry-after"]) >= 1
+        assert 'assistant_rejections_total{reason="overloaded"} 1.0' in server.http().get("/metrics").text
     assert second.result().status_code == 200  # the waiting one was served once the first was done
 
 

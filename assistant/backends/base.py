@@ -76,6 +76,14 @@ class ModelDescription:
     directory: str | None = None
 
 
+@dataclass(frozen=True)
+class BatchStats:
+    """Requests waiting for a place in a backend's batch, and running in it."""
+
+    waiting: int
+    running: int
+
+
 class Backend(ABC):
     """A model behind the chat API."""
 
@@ -103,6 +111,10 @@ class Backend(ABC):
 
     def describe(self) -> ModelDescription | None:
         """The loaded model's description, where the backend knows it."""
+        return None
+
+    def batch_stats(self) -> BatchStats | None:
+        """Requests waiting and running, where the backend schedules them itself (None elsewhere)."""
         return None
 
     async def close(self) -> None:

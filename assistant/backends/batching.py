@@ -28,7 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from assistant.backends.base import BackendOverloaded, Finished, FinishReason, GenerationOptions, TextPiece
+from assistant.backends.base import (
+    BackendOverloaded,
+    BatchStats,
+    Finished,
+    FinishReason,
+    GenerationOptions,
+    TextPiece,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -79,14 +86,6 @@ class Request:
                 self.emit(item)
         except Exception:
             self.cancelled.set()
-
-
-@dataclass
-class BatchStats:
-    """What the scheduler reports for metrics, read from other threads."""
-
-    waiting: int = 0
-    running: int = 0
 
 
 class Batcher:

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 from assistant.backends.base import (
     Backend,
     BackendNotReady,
+    BatchStats,
     Event,
     GenerationOptions,
     Message,
     ModelDescription,
 )
-from assistant.backends.batching import END, Batcher, BatchStats, Request
+from assistant.backends.batching import END, Batcher, Request
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

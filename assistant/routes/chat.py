@@ -29,6 +29,7 @@ from assistant.chat import (
 )
 from assistant.db import ApiKey
 from assistant.errors import ApiError
+from assistant.metrics import ServiceMetrics, metrics_of
 from assistant.registry import ModelRegistry
 from assistant.schemas import ChatCompletion, ChatCompletionRequest, Choice, ResponseMessage, UsageOut
 from assistant.settings import Settings
@@ -97,6 +98,10 @@ def request_safety(state: State, key: ApiKey) -> Safety | None:
 
 
 async def record(state: State, key: ApiKey, events: list[SafetyEvent]) -> None:
+    blocks = metrics_of(state).safety_blocks
+    for event in events:
+        if event.action == "block":
+            blocks.labels(event.direction, event.finding.category).inc()
     if events:
         async with state.sessions() as session:
             await session.run_sync(record_events, key.name, events)
@@ -110,6 +115,7 @@ async def start_chat(
     Errors such as an unknown model, a blocked input (when the policy answers with an error) or a full
     queue are raised here, before any byte of the answer is sent. Shared by the OpenAI and Ollama APIs.
     """
+    arrived = time.monotonic()
     settings: Settings = state.settings
     registry: ModelRegistry = state.registry
     backend = await registry.get(data.model)
@@ -129,8 +135,33 @@ async def start_chat(
         events = refusal(responses.refusal_message, prompt_tokens)
     else:
         events = run_chat(backend, job, prompt_tokens)
-    events = _audited(events, partial(record, state, key))
+    events = _measured(_audited(events, partial(record, state, key)), metrics_of(state), data.model, arrived)
     return await anext(events), events
+
+
+async def _measured(
+    events: AsyncGenerator[Delta | Done, None], metrics: ServiceMetrics, model: str, arrived: float
+) -> AsyncGenerator[Delta | Done, None]:
+    """Pass the events on; report the request's latencies and tokens to the metrics at the end."""
+    first_token: float | None = None
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                first_token = first_token or time.monotonic()
+            else:
+                usage = event.usage
+                metrics.answered(
+                    model,
+                    arrived,
+                    first_token,
+                    time.monotonic(),
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    event.finish_reason,
+                )
+            yield event
+    finally:
+        await events.aclose()
 
 
 @post("/v1/chat/completions", status_code=200, summary="Chat completion (OpenAI-compatible)")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant.backends.base import (
+    BackendNotReady,
     BackendOverloaded,
     BatchStats,
     Finished,
@@ -144,6 +145,8 @@ class Batcher:
             while True:
                 admitted = self._admit()
                 if admitted is None:
+                    for request in [*self._running, *self._waiting]:
+                        request.send(BackendNotReady("the model is shutting down"), END)
                     return
                 try:
                     if admitted:
@@ -157,23 +160,27 @@ class Batcher:
                     self._running, self._mask, self._cache = [], None, None
 
     def _admit(self) -> list[Request] | None:
-        """Waiting requests to add to the batch (blocks while there is nothing to do); None: closed."""
+        """Waiting requests to add to the batch (blocks while there is nothing to do); None: closed.
+
+        Cancelled requests and those that waited longer than ``queue_timeout`` leave the queue first,
+        batch full or not.
+        """
         with self._wake:
             while not self._closed and not self._waiting and not self._running:
                 self._wake.wait()
             if self._closed:
                 return None
-            admitted: list[Request] = []
             now = time.monotonic()
-            while self._waiting and len(self._running) + len(admitted) < self.max_batch:
-                request = self._waiting.popleft()
+            for request in list(self._waiting):
                 if request.cancelled.is_set():
+                    self._waiting.remove(request)
                     request.send(END)
-                elif now - request.submitted > self.queue_timeout:
-                    waited = now - request.submitted
+                elif (waited := now - request.submitted) > self.queue_timeout:
+                    self._waiting.remove(request)
                     request.send(BackendOverloaded(f"waited {waited:.0f} s for a place in the batch"), END)
-                else:
-                    admitted.append(request)
+            admitted: list[Request] = []
+            while self._waiting and len(self._running) + len(admitted) < self.max_batch:
+                admitted.append(self._waiting.popleft())
             return admitted
 
     def _prefill(self, requests: list[Request]) -> None:

@@ -182,13 +182,14 @@ class SemanticDetector:
                 return
             from safety.e5_encoder import E5Encoder
 
-            classifier = Classifier.load(self.classifier_path)
+            classifier = _check_heads(Classifier.load(self.classifier_path))
             encoder = E5Encoder(max_tokens=self.max_tokens or classifier.max_tokens, layers=classifier.layers)
             self._start_worker()
             self._classifier, self._encoder = classifier, encoder
 
     def attach(self, encoder: E5Encoder, classifier: Classifier) -> None:
         """Use an encoder and a classifier that are already loaded (shared between detectors)."""
+        _check_heads(classifier)
         with self._lock:
             self._start_worker()
             self._encoder, self._classifier = encoder, classifier
@@ -241,6 +242,16 @@ class SemanticDetector:
         if scores["harmful"] >= self.thresholds[category]:
             found.append(_finding(category, scores["harmful"], len(text)))
         return found
+
+
+def _check_heads(classifier: Classifier) -> Classifier:
+    """A classifier trained for other labels would fail on every request: refuse it at load time."""
+    if classifier.heads != HEADS:
+        raise ValueError(
+            f"the classifier's heads {list(classifier.heads)} are not this detector's {list(HEADS)}: "
+            "retrain it with `python -m safety.semantic_train`"
+        )
+    return classifier
 
 
 def _limit_threads(threads: int | None) -> None:

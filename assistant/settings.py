@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from safety.policy import DEFAULT_POLICY_FILE, Policy, load_policies
 
 Style = Literal["formal", "casual", "friendly"]
+ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class ModelSettings(BaseModel):
@@ -31,6 +32,10 @@ class ModelSettings(BaseModel):
     )
     max_tokens_default: int = Field(256, ge=1, description="`max_tokens` when a request gives none.")
     max_tokens_limit: int = Field(1024, ge=1, description="Largest `max_tokens` a request may ask for.")
+    dtype: ModelDtype = Field(
+        "auto",
+        description="Weights' precision. `auto`: bfloat16 on a GPU or CPU with fast bfloat16, else float32.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
     max_batch: int = Field(
         8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."

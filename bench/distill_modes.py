@@ -15,7 +15,8 @@ The teacher is a model that knows the domain of ``bench/finetune_data`` (the Kes
    token probabilities on those answers) and ``on_policy`` (+ KL on the student's own sampled answers),
    with the default loss (ce_weight 0.7, temperature 4.0); ``--sweep`` adds logits runs with other values.
 3. Every model (base, teacher, students) answers the 68 held-out questions greedily with the service's
-   system prompt (accuracy: the fact stated), and its CE on the assistant tokens of a held-out 10% of the
+   system prompt, in the precision the service would serve it (``model.dtype`` auto; accuracy: the fact
+   stated), and its CE on the assistant tokens of a held-out 10% of the
    training file (eval loss, the reference answers) is measured.
 
 Phase 1 answers and each trained student are kept in ``--work`` and reused by a later run.
@@ -163,13 +164,14 @@ def accuracy(model_dir: str, limit: int | None) -> tuple[int, int]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from assistant.backends.hf import weights_dtype
     from assistant.chat import system_instruction, with_system
     from assistant.settings import ChatSettings
 
     facts, questions = load_facts(), load_questions(limit)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model: Any = AutoModelForCausalLM.from_pretrained(
-        model_dir, config=plain_config(AutoConfig.from_pretrained(model_dir)), dtype=torch.float32
+        model_dir, config=plain_config(AutoConfig.from_pretrained(model_dir)), dtype=weights_dtype("auto")
     )
     model.eval()
     system = system_instruction(ChatSettings().system_prompt, "friendly", {})

@@ -6,9 +6,10 @@
 
 Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and greedy decoding:
 
-- ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8);
+- ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
+  auto: bfloat16 where the machine computes it fast, else float32);
 - ``hf`` / ``hf-cb``: ``transformers serve`` without and with ``--continuous-batching``, on the same
-  safetensors copy of the model the service loads;
+  safetensors copy of the model the service loads, in the same precision (``--dtype``);
 - ``llamacpp``: ``python -m llama_cpp.server`` on the GGUF file that copy was converted from, with
   ``--interrupt_requests False`` (otherwise each new request aborts the running one).
 
@@ -19,9 +20,9 @@ customer questions of ``bench/finetune_data``. Per request: time to first token 
 token (TPOT, vLLM's formula: (end - first token) / (output tokens - 1)); per run: output tokens/s and
 requests/s. Output tokens are counted with the model's tokenizer for every server alike.
 
-A bare ``model.generate`` loop (no server) gives the single-stream TPOT floor, and a memory-copy test the
-machine's bandwidth: at one stream, decoding reads every weight once per token, so
-bandwidth / weight bytes is the most tokens/s one stream can get.
+A bare ``model.generate`` loop (no server, the service's precision) gives the single-stream TPOT floor,
+and a memory-copy test the machine's bandwidth: at one stream, decoding reads every weight once per
+token, so bandwidth / weight bytes is the most tokens/s one stream can get.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def bare_generate(prompts: list[str], max_tokens: int) -> float | None:
 
     directory = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=served_dtype())
     model.eval()
     values = []
     for prompt in prompts:
@@ -266,9 +267,18 @@ def memory_bandwidth_gb_s() -> float:
     return 2 * source.nbytes / statistics.median(times) / 1e9
 
 
+def served_dtype() -> Any:
+    """The precision the service loads the model in (``model.dtype`` auto on this machine)."""
+    from assistant.backends.hf import weights_dtype
+
+    return weights_dtype("auto")
+
+
 def weight_bytes() -> int:
+    """Bytes of weights one decoding step reads, at the service's precision."""
     from safetensors import safe_open
 
+    width = served_dtype().itemsize
     total = 0
     with safe_open(str(Path(base_model_dir()) / "model.safetensors"), "pt") as weights:
         for name in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
@@ -276,7 +286,7 @@ def weight_bytes() -> int:
             count = 1
             for size in tensor.get_shape():
                 count *= size
-            total += count * {"F32": 4, "BF16": 2, "F16": 2}.get(tensor.get_dtype(), 4)
+            total += count * width
     return total
 
 
@@ -308,6 +318,8 @@ def start_servers(names: list[str], work: Path) -> tuple[dict[str, Target], list
                 str(port),
                 "--host",
                 "127.0.0.1",
+                "--dtype",
+                str(served_dtype()).removeprefix("torch."),
             ]
             if name == "hf-cb":
                 command.append("--continuous-batching")
@@ -367,7 +379,8 @@ def main() -> None:
     if options.rate > 0:
         settings.append(("open", options.rate))
     results: dict[str, Any] = {"machine": machine(), "options": vars(options) | {"json": str(options.json)}}
-    log(f"machine: {results['machine']}")
+    results["dtype"] = str(served_dtype()).removeprefix("torch.")
+    log(f"machine: {results['machine']}; weights in {results['dtype']}")
     results["bandwidth_gb_s"] = memory_bandwidth_gb_s()
     results["weight_bytes"] = weight_bytes()
     results["bare_generate"] = bare_generate(questions[:8], options.max_tokens)

@@ -5,8 +5,10 @@ detectors. PII set to "mask" becomes a placeholder from the request's ``PiiVault
 sees it; the answer gets it back.
 
 Output (``Guard.output_filter``): lexicon, PII and system-prompt leaks, checked while the answer
-streams. At most ``OUTPUT_HOLD_BACK`` characters are held back: anything a check would block that is
-at most that long never reaches the client, however the answer is split into chunks.
+streams. Only the tail that could still turn into a finding is held back (each check says where that
+tail starts: the last word, a number that may grow into a phone number, a run of the system prompt),
+and never more than ``OUTPUT_HOLD_BACK`` characters: anything a check would block that is at most that
+long never reaches the client, however the answer is split into chunks.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from safety.findings import Action, Direction, Finding
-from safety.injection import find_injection, leaks_system_prompt
+from safety.injection import find_injection, leak_pending_start, leaks_system_prompt
 from safety.lexicon import Lexicon
-from safety.pii import PiiVault, find_pii
+from safety.pii import PiiVault, find_pii, pending_start
 from safety.policy import Policy
 
 if TYPE_CHECKING:
     from safety.semantic import SemanticDetector
 
-#: Characters of an answer held back while streaming (longer than any lexicon match, PII value or
-#: leak window the output checks need to see whole).
+#: Most characters of an answer held back while streaming (longer than any lexicon match, PII value or
+#: leak window the output checks need to see whole); usually far fewer are (``OutputFilter``).
 OUTPUT_HOLD_BACK = 64
 EXCERPT_CONTEXT = 30
 
@@ -164,6 +166,17 @@ class OutputFilter:
             found += [leak] if leak else []
         return found
 
+    def _pending(self, window: str) -> int:
+        """Where the tail that may still turn into a finding begins (``len(window)``: none does)."""
+        starts = [len(window)]
+        if self.policy.lexicon.enabled:
+            starts.append(self.guard.lexicon.pending_start(window))
+        if self.policy.pii.enabled:
+            starts.append(pending_start(window))
+        if self.policy.system_prompt.enabled and self.system_prompt:
+            starts.append(leak_pending_start(window, self.system_prompt))
+        return min(starts)
+
     def _release(self, *, final: bool) -> str:
         if self.blocked:
             return ""
@@ -171,10 +184,12 @@ class OutputFilter:
         window = self._context + self._buffer
         acted = [(f, self.policy.action_for(f)) for f in self._check(window) if f.end > offset]
         acted = [(f, a) for f, a in acted if a != "allow"]
-        cut = len(window) if final else max(offset, len(window) - OUTPUT_HOLD_BACK)
-        # A finding that reaches the end of what has arrived may still turn into an innocent word
-        # ("spic" + "y"): it is held back, and judged when more text (or the end) comes.
-        pending = [f for f, _ in acted if not final and f.end >= len(window)]
+        held = max(len(window) - OUTPUT_HOLD_BACK, self._pending(window))
+        cut = len(window) if final else max(offset, held)
+        # A finding that reaches the end of what has arrived, or lies in the tail that may still change,
+        # may yet turn into an innocent word ("spic" + "y", "spic" + " and span"): it is held back, and
+        # judged when more text (or the end) comes.
+        pending = [f for f, _ in acted if not final and (f.end >= len(window) or f.start >= held)]
         acted = [(f, a) for f, a in acted if f not in pending]
         cut = min([cut, *(max(offset, f.start) for f in pending)])
         if blocking := [f.start for f, a in acted if a == "block"]:

@@ -982,6 +982,20 @@ def _prompt_index(system_prompt: str) -> _PromptIndex:
     return _PromptIndex(shingles, size, required, len(skeleton))
 
 
+def leak_pending_start(answer: str, system_prompt: str) -> int:
+    """Where a leak of ``system_prompt`` could still begin once more text follows ``answer``
+    (``len(answer)`` if nowhere): a run of prompt shingles reaching the end may grow into a leak, and a
+    new run may start in the last characters that do not make a whole shingle yet."""
+    index = _prompt_index(system_prompt)
+    if index.length < index.size:
+        return len(answer)
+    skeleton = _skeleton(answer)
+    start = max(0, len(skeleton.text) - index.size + 1)
+    while start and skeleton.text[start - 1 : start - 1 + index.size] in index.shingles:
+        start -= 1
+    return skeleton.origin[start] if start < len(skeleton.text) else len(answer)
+
+
 def _longest_run(skeleton: str, index: _PromptIndex) -> tuple[int, int]:
     """[start, end) in ``skeleton`` of the longest stretch made of consecutive prompt shingles."""
     best = (0, 0)

@@ -57,6 +57,7 @@ _HAN = re.compile(f"[{_CJK}]")
 _LEET_SYMBOLS = "".join(c for c in LEET if not c.isalnum())
 _EDGE_ONLY = "!¡|+"  # leet symbols read as letters only inside a word ("sh!t", but "fuck!")
 _SEGMENT = re.compile(f"(?:[^\\W_{_CJK}]|[{re.escape(_LEET_SYMBOLS)}])+")
+_TRAILING_SEGMENT = re.compile(f"{_SEGMENT.pattern}\\Z")
 _LOWER_WORD = re.compile("[a-z]+")
 _CLITIC = re.compile("[^\\W_]['\u2019][a-z]")
 _SPELLED = re.compile(r"[a-z](?P<sep>[^\w\s])[a-z](?:(?P=sep)[a-z])+")
@@ -352,7 +353,16 @@ def _longest_per_category(findings: list[Finding]) -> list[Finding]:
 class Lexicon:
     """A compiled sensitive-term lexicon. Build it once with ``Lexicon.load()``; it never changes after."""
 
-    __slots__ = ("_categories", "_counts", "_fold", "_han", "_latin", "_vocabulary")
+    __slots__ = (
+        "_categories",
+        "_counts",
+        "_fold",
+        "_han",
+        "_han_longest",
+        "_latin",
+        "_latin_longest",
+        "_vocabulary",
+    )
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         """Compile parsed lexicon data (the tables of a lexicon file)."""
@@ -375,8 +385,10 @@ class Lexicon:
                 for key, pattern in _latin_patterns(entry):
                     latin.setdefault(key, []).append(pattern)
         self._latin = _automaton(latin)
+        self._latin_longest = max(map(len, latin), default=0)
         self._vocabulary = frozenset(word for key in latin for word in key.split())
         self._han = _automaton(han)
+        self._han_longest = max(map(len, han), default=0)
         counts: dict[str, int] = {}
         for lang, table in data.items():
             if lang not in ("fold", "allow"):
@@ -413,6 +425,54 @@ class Lexicon:
         hits = _keep_allowed(list(self._latin_hits(skeleton)) + list(self._han_hits(skeleton)))
         findings = [Finding("lexicon", p.category or "", p.rule, start, end) for p, start, end in hits]
         return _longest_per_category(findings)
+
+    def pending_start(self, text: str) -> int:
+        """Where a term could still begin once more text follows ``text``; ``len(text)`` if nowhere.
+
+        For a streaming filter: everything before this index can be judged now (``find``), the rest may
+        yet turn into a term, or out of one. Conservative: the last word (it may go on), trailing
+        single letters (they may go on to spell a word, "f u c"), trailing words that begin an entry
+        ("pipe" of "pipe bomb"), and trailing Chinese characters that begin an entry.
+        """
+        skeleton = normalize(text)
+        starts = [*self._latin_pending(skeleton.text), *self._han_pending(skeleton.text)]
+        if not starts:
+            return len(text)
+        return skeleton.origin[min(starts)]
+
+    def _latin_pending(self, text: str) -> Iterator[int]:
+        """Skeleton indices where a Latin term may begin, given more text."""
+        if self._latin is None or not text:
+            return
+        if tail := _TRAILING_SEGMENT.search(text):
+            yield tail.start()  # the word goes on, or its reading may still change ("sh1" + "t")
+        words = _words(text, self._vocabulary)
+        i = len(words)
+        gap = text[words[-1][1] + len(words[-1][0]) :] if words else ""
+        while i and len(word := words[i - 1][0]) == 1 and "a" <= word <= "z" and (not gap or _glue_kind(gap)):
+            i -= 1
+            gap = text[words[i - 1][1] + len(words[i - 1][0]) : words[i][1]] if i else ""
+        if i < len(words):
+            yield words[i][1]  # single letters that may go on spelling a word
+        stream = _word_stream(text, self._vocabulary)
+        complete = tail is None
+        words_end = len(stream.text) if complete else stream.text.rfind(" ") + 1
+        for p in range(max(0, words_end - self._latin_longest), words_end):
+            if (p == 0 or stream.text[p - 1] == " ") and stream.first[p] >= 0:
+                probe = stream.text[p:words_end] + (" " if complete else "")
+                if self._latin.match(probe):
+                    yield stream.first[p]  # complete words that begin a longer entry
+
+    def _han_pending(self, text: str) -> Iterator[int]:
+        """Skeleton indices where a Chinese term may begin, given more text."""
+        if self._han is None or not _HAN.search(text):
+            return
+        positions = [m.start() for m in _ALNUM.finditer(text)]
+        kept = _SEPARATORS.sub("", text).translate(self._fold)
+        for size in range(min(len(kept), self._han_longest), 0, -1):
+            if self._han.match(kept[-size:]):
+                yield positions[len(kept) - size]
+                return
 
     def _latin_hits(self, skeleton: Normalized) -> Iterator[_Hit]:
         if self._latin is None:

@@ -45,17 +45,21 @@ from dataclasses import dataclass
 from datetime import date
 
 import phonenumbers
+import regex
 
 from safety.findings import Finding
 from safety.pii_vault import PiiVault, PlaceholderStream
 
-__all__ = ["PiiVault", "PlaceholderStream", "find_pii"]
+__all__ = ["PiiVault", "PlaceholderStream", "find_pii", "pending_start"]
 
 Hit = tuple[int, int, str]  # start, end, rule
 
 #: phonenumbers validations one ``find_pii`` call may make (each 20-50 µs once its country's metadata is
 #: loaded); past them a candidate's shape decides, so a text full of decoys stays fast.
 PHONE_CHECKS_PER_TEXT = 16
+#: A candidate ending this close to the end of a text may still change as text follows: the patterns'
+#: lookaheads read up to two characters past a match.
+_LOOKAHEAD = 3
 
 
 @dataclass
@@ -97,6 +101,28 @@ def find_pii(text: str) -> list[Finding]:
         if all(finding.end <= k.start or finding.start >= k.end for k in kept):
             kept.append(finding)
     return sorted(kept, key=lambda f: f.start)
+
+
+def pending_start(text: str) -> int:
+    """Where PII could still begin once more text follows ``text``; ``len(text)`` if nowhere.
+
+    For a streaming filter: a candidate pattern that matches, or could match if the text went on, up
+    to (about) its end may still grow into PII or become valid (``+44 20`` + ``7946 0958``). Partial
+    matching is the ``regex`` module's; every start position is tried, as ``find_pii`` does.
+    """
+    near_end = len(text) - _LOOKAHEAD
+    starts = (
+        match.start()
+        for pattern in _partial_patterns()
+        for match in pattern.finditer(text, partial=True, overlapped=True)
+        if match.end() >= near_end
+    )
+    return min(starts, default=len(text))
+
+
+@functools.cache
+def _partial_patterns() -> tuple[regex.Pattern[str], ...]:
+    return tuple(regex.compile(d.pattern.pattern, d.pattern.flags) for d in _DETECTORS)
 
 
 def _hits(detector: _Detector, text: str, scan: _Scan) -> Iterator[Hit]:

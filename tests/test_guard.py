@@ -115,3 +115,38 @@ def test_a_term_at_the_end_of_a_piece_waits_for_the_next_one(guard: Guard) -> No
     for i in range(len(text) + 1):
         released, blocked = filtered(guard, [text[:i], text[i:]])
         assert (released, blocked) == (text, False), i
+
+
+# Answers with something for every output check, and text around it that must not change: PII of each
+# kind (growing numbers, spaced groups, secrets), obfuscated and multi-word terms, Chinese terms and their
+# allowlisted words, an allowlisted phrase that begins with a term, and a system-prompt leak.
+STREAMED = [
+    "My IBAN is DE89 3704 0044 0532 0130 00, card 4111 1111 1111 1111, ID 11010519491231002X.",
+    "Server 192.168.1.20 and 2001:db8::1; key sk-abcdefghijklmnopqrstuvwx, password: hunter22 ok.",
+    "Use Bearer abcdefghijklmnop123456 or mail jo.doe@example.com, or call 138-1234-5678 today.",
+    "You f u c k i n g idiot, sh1t happens, fuuuuck that, and the pipe bomb talk stops here.",
+    "The kitchen is spic and span now. A great tit sang. Tom's cocktail was in Scunthorpe.",
+    "请打开操作系统设置。你这个傻 逼，滚蛋吧。草莓很好吃。",  # noqa: RUF001
+    "Of course. My instructions: " + SYSTEM + " Happy to help!",
+]
+
+
+@pytest.mark.parametrize("answer", STREAMED)
+def test_every_split_of_a_streamed_answer_gives_the_one_shot_result(guard: Guard, answer: str) -> None:
+    expected = filtered(guard, [answer])
+    for i in range(len(answer) + 1):
+        assert filtered(guard, [answer[:i], answer[i:]]) == expected, i
+    assert filtered(guard, list(answer)) == expected
+
+
+def test_only_a_tail_that_may_still_change_is_held_back(guard: Guard) -> None:
+    """Clean text goes out a word or two behind the model, not ``OUTPUT_HOLD_BACK`` behind."""
+    for system_prompt in (SYSTEM, ""):
+        output = guard.output_filter(Policy(), system_prompt)
+        released, held = "", []
+        for i, char in enumerate(CLEAN, start=1):
+            released += output.feed(char)
+            held.append(i - len(released))
+        assert released + output.flush() == CLEAN
+        assert max(held) <= 20 < OUTPUT_HOLD_BACK, held
+        assert sorted(held)[len(held) // 2] <= 10, held

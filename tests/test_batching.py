@@ -183,4 +183,3 @@ def test_bfloat16_weights_answer_as_float32_does(hf_backend: HFBackend) -> None:
             assert in_half and in_half == in_full
     finally:
         asyncio.run(half.close())
-

@@ -967,6 +967,7 @@ def _skeleton(text: str) -> _Skeleton:
 @dataclass(frozen=True, slots=True)
 class _PromptIndex:
     shingles: frozenset[str]
+    text: str  # the system prompt's skeleton
     size: int  # shingle length
     required: int  # matched characters that make a leak
     length: int  # skeleton length of the system prompt
@@ -979,18 +980,20 @@ def _prompt_index(system_prompt: str) -> _PromptIndex:
     size, wanted = (_SHINGLE_CJK, LEAK_MIN_CHARS_CJK) if cjk else (_SHINGLE, LEAK_MIN_CHARS)
     required = max(size, min(wanted, (len(skeleton) * 4) // 5))
     shingles = frozenset(skeleton[i : i + size] for i in range(len(skeleton) - size + 1))
-    return _PromptIndex(shingles, size, required, len(skeleton))
+    return _PromptIndex(shingles, skeleton, size, required, len(skeleton))
 
 
 def leak_pending_start(answer: str, system_prompt: str) -> int:
     """Where a leak of ``system_prompt`` could still begin once more text follows ``answer``
     (``len(answer)`` if nowhere): a run of prompt shingles reaching the end may grow into a leak, and a
-    new run may start in the last characters that do not make a whole shingle yet."""
+    new run may start in the last characters that are too few for a shingle but appear in the prompt."""
     index = _prompt_index(system_prompt)
     if index.length < index.size:
         return len(answer)
     skeleton = _skeleton(answer)
     start = max(0, len(skeleton.text) - index.size + 1)
+    while start < len(skeleton.text) and skeleton.text[start:] not in index.text:
+        start += 1
     while start and skeleton.text[start - 1 : start - 1 + index.size] in index.shingles:
         start -= 1
     return skeleton.origin[start] if start < len(skeleton.text) else len(answer)

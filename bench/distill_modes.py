@@ -4,8 +4,9 @@
         [--modes black_box,logits,on_policy] [--work DIR] [--json FILE]
 
 The teacher is a model that knows the domain of ``bench/finetune_data`` (the Kestrelmoor outdoor shop):
-``--teacher`` names its directory, e.g. the ``merged/`` folder of a ``bench/finetune.py`` job, or of an
-``assistant finetune run`` with the recipe there. The student is the base model (SmolLM2-135M-Instruct).
+``--teacher`` names its directory, e.g. the ``merged/`` folder of an ``assistant finetune run
+bench/distill_teacher.toml`` on ``--split-only``'s ``teacher-train.jsonl`` (the training file without
+the validation conversations). The student is the base model (SmolLM2-135M-Instruct).
 
 1. Phase 1, as a distillation job runs it (``finetune.distill.generate_answers``, a local teacher, the
    service's output checks): the teacher answers ``--prompts`` of the training questions (seeded choice;
@@ -90,6 +91,8 @@ def splits(prompts: int, work: Path) -> tuple[list[Conversation], Path]:
     random.Random(SEED).shuffle(order)
     held = order[: round(len(examples) * 0.1)]
     validation = write_jsonl(work / "validation.jsonl", [{"messages": examples[i]} for i in held])
+    rest = sorted(set(order) - set(held))
+    write_jsonl(work / "teacher-train.jsonl", [{"messages": examples[i]} for i in rest])  # the teacher's
     chosen = order[len(held) : len(held) + prompts]
     return [examples[i][:-1] for i in chosen], validation
 
@@ -197,7 +200,7 @@ def measure(name: str, model_dir: str, validation: Path, questions: int | None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", required=True, help="the domain teacher's model directory")
+    parser.add_argument("--teacher", help="the domain teacher's model directory")
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--questions", type=int, help="ask only the first N held-out questions (a smoke run)")
@@ -205,11 +208,19 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also logits with ce_weight 0.3 and with T 1")
     parser.add_argument("--work", type=Path, default=Path("bench-distill-modes"))
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--split-only", action="store_true", help="write the teacher's training file and the validation file"
+    )
     options = parser.parse_args()
 
+    if not (options.teacher or options.split_only):
+        parser.error("--teacher is required (or --split-only)")
     options.work.mkdir(parents=True, exist_ok=True)
     log(f"machine: {machine()}")
     prompts, validation = splits(options.prompts, options.work)
+    if options.split_only:
+        log(f"wrote {options.work / 'teacher-train.jsonl'} and {validation}")
+        return
     distilled, phase1 = teacher_answers(options.teacher, prompts, options.work)
     results: dict[str, Any] = {"machine": machine(), "phase1": phase1, "models": {}}
     results["models"]["base"] = measure("base", base_model_dir(), validation, options.questions)

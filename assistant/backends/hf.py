@@ -176,6 +176,8 @@ def weights_dtype(name: str) -> torch.dtype:
         return getattr(torch, name)  # type: ignore[no-any-return]
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # The check torch's own bfloat16 matmul dispatch makes (private: absent, it counts as slow).
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-    fast = mkldnn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    fast = mkldnn and supported is not None and bool(supported())
     return torch.bfloat16 if fast else torch.float32

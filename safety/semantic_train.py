@@ -92,8 +92,10 @@ def load_exemplars() -> list[Example]:
         if label not in HARMFUL_LABELS:
             raise ValueError(f"harmful_exemplars.toml: unknown category {label}")
         examples += [Example(t, label, f"{label}/{lang}") for lang, ts in langs.items() for t in ts]
-    for line in (DATA / "harmful_pyrit.jsonl").read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate((DATA / "harmful_pyrit.jsonl").read_text(encoding="utf-8").splitlines(), 1):
         row = json.loads(line)
+        if row["category"] not in HARMFUL_LABELS:
+            raise ValueError(f"harmful_pyrit.jsonl line {number}: unknown category {row['category']}")
         examples.append(Example(row["text"], row["category"], f"pyrit/{row['category']}"))
     for section, langs in _read("benign_exemplars.toml").items():
         examples += [Example(t, BENIGN, f"{section}/{lang}") for lang, ts in langs.items() for t in ts]

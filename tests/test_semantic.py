@@ -21,6 +21,7 @@ import pytest
 
 from safety.e5_encoder import E5Encoder, model_path
 from safety.semantic import HARMFUL_LABELS, HEADS, Classifier, SemanticDetector, message_windows
+from safety.semantic_train import load_exemplars
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -130,6 +131,15 @@ def test_shipped_classifier_matches_the_detector() -> None:
     assert set(HARMFUL_LABELS) < set(classifier.heads)
     assert classifier.weights.shape == (len(HEADS), 384 * len(classifier.layers))
     assert classifier.biases.shape == (len(HEADS),)
+
+
+def test_every_harmful_category_has_exemplars_in_english_and_chinese() -> None:
+    examples = load_exemplars()
+    groups = {e.group for e in examples}
+    for label in HARMFUL_LABELS:
+        assert {f"{label}/en", f"{label}/zh"} <= groups, label
+    labels = {e.label for e in examples}
+    assert labels == {"injection", "benign", *HARMFUL_LABELS}
 
 
 def test_a_classifier_with_other_heads_is_refused(tmp_path: Path) -> None:

@@ -434,7 +434,7 @@ def _pyrit_wheel_objectives() -> list[Sample]:
 
 
 def _words(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"\w+", text.lower()))
+    return frozenset(_normalise(text).split())
 
 
 def export_pyrit(path: Path = PYRIT_FILE) -> tuple[int, int]:

@@ -56,6 +56,7 @@ def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
         queue_timeout=settings.model.queue_timeout,
         threads=settings.model.threads,
         dtype=settings.model.dtype,
+        four_bit=settings.model.four_bit,
     )
 
 

@@ -36,6 +36,11 @@ class ModelSettings(BaseModel):
         "auto",
         description="Weights' precision. `auto`: bfloat16 on a GPU or CPU with fast bfloat16, else float32.",
     )
+    four_bit: bool = Field(
+        True,
+        description="On a CPU in bfloat16, decode linear layers whose weights are exactly 4-bit (the bundled "
+        "model's, from its Q4_1 GGUF) with torch's 4-bit kernel: the same weights, a quarter of the bytes.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
     max_batch: int = Field(
         8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."

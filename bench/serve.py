@@ -2,12 +2,13 @@
 
     pip install -e '.[bench]'      # the peers: transformers[serving], llama-cpp-python[server]
     nice -n 5 .venv/bin/python bench/serve.py [--servers service,hf,hf-cb,llamacpp] [--requests 32]
-        [--concurrency 1,8] [--rate 1.0] [--max-tokens 64] [--json FILE]
+        [--concurrency 1,8] [--rate 1.0] [--max-tokens 64] [--rounds 1] [--json FILE]
 
 Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and greedy decoding:
 
 - ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
-  auto: bfloat16 where the machine computes it fast, else float32);
+  auto: bfloat16 where the machine computes it fast, else float32; in bfloat16 on a CPU the linear layers
+  decode from the GGUF's 4-bit weights, ``model.four_bit``);
 - ``hf`` / ``hf-cb``: ``transformers serve`` without and with ``--continuous-batching``, on the same
   safetensors copy of the model the service loads, in the same precision (``--dtype``);
 - ``llamacpp``: ``python -m llama_cpp.server`` on the GGUF file that copy was converted from, with
@@ -20,15 +21,19 @@ customer questions of ``bench/finetune_data``. Per request: time to first token 
 token (TPOT, vLLM's formula: (end - first token) / (output tokens - 1)); per run: output tokens/s and
 requests/s. Output tokens are counted with the model's tokenizer for every server alike.
 
-A bare ``model.generate`` loop (no server, the service's precision) gives the single-stream TPOT floor,
-and a memory-copy test the machine's bandwidth: at one stream, decoding reads every weight once per
-token, so bandwidth / weight bytes is the most tokens/s one stream can get.
+A bare ``model.generate`` loop (no server, the model loaded as the service loads it) gives the
+single-stream TPOT floor, and a memory-copy test the machine's bandwidth: at one stream, decoding reads
+every weight once per token, so bandwidth / weight bytes is the most tokens/s one stream can get.
+
+``--rounds N`` repeats every setting N times, the servers taking turns, and reports each figure's median
+over the rounds: the machines are shared, and one run of a server can be slowed by whatever else runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -217,18 +222,22 @@ def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
 # --- baselines ----------------------------------------------------------------------------------------------
 
 
-def bare_generate(prompts: list[str], max_tokens: int) -> float | None:
+def served_model() -> Any:
+    """The model as the service loads it (``model.dtype`` auto, ``model.four_bit`` on)."""
+    from assistant.backends.hf import load_model
+
+    return load_model(base_model_dir(), "auto")[0]
+
+
+def bare_generate(model: Any, prompts: list[str], max_tokens: int) -> float | None:
     """Median seconds per output token (whole request / tokens) of ``model.generate`` in this process,
     one prompt at a time: no server at all."""
     from threading import Thread
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+    from transformers import AutoTokenizer, TextIteratorStreamer
 
-    directory = base_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=served_dtype())
-    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir())
     values = []
     for prompt in prompts:
         ids = tokenizer.apply_chat_template(
@@ -274,20 +283,16 @@ def served_dtype() -> Any:
     return weights_dtype("auto")
 
 
-def weight_bytes() -> int:
-    """Bytes of weights one decoding step reads, at the service's precision."""
-    from safetensors import safe_open
+def decode_bytes(model: Any) -> int:
+    """Bytes of weights one decoding step reads: the 4-bit codes, scales and zeros of the 4-bit layers (not
+    the bfloat16 copy they keep for prefill), every other parameter once (tied ones count once)."""
+    from assistant.backends.four_bit import FourBitLinear
 
-    width = served_dtype().itemsize
-    total = 0
-    with safe_open(str(Path(base_model_dir()) / "model.safetensors"), "pt") as weights:
-        for name in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
-            tensor = weights.get_slice(name)
-            count = 1
-            for size in tensor.get_shape():
-                count *= size
-            total += count * width
-    return total
+    four_bit = [m for m in model.modules() if isinstance(m, FourBitLinear)]
+    prefill_only = {id(m.weight) for m in four_bit}
+    read = [t for m in four_bit for t in (m.codes, m.scales_and_zeros)]
+    read += [p for p in model.parameters() if id(p) not in prefill_only]
+    return sum(int(t.nbytes) for t in read)
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -363,6 +368,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--rate", type=float, default=1.0, help="open loop: requests per second (0: skip)")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every setting, servers taking turns")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
 
@@ -382,18 +388,20 @@ def main() -> None:
     results["dtype"] = str(served_dtype()).removeprefix("torch.")
     log(f"machine: {results['machine']}; weights in {results['dtype']}")
     results["bandwidth_gb_s"] = memory_bandwidth_gb_s()
-    results["weight_bytes"] = weight_bytes()
-    results["bare_generate"] = bare_generate(questions[:8], options.max_tokens)
+    model = served_model()
+    results["weight_bytes"] = decode_bytes(model)
+    results["bare_generate"] = bare_generate(model, questions[:8], options.max_tokens)
+    del model
     log(f"bare generate: {fmt(results['bare_generate'], 4)} s per output token")
     log(f"memory bandwidth {results['bandwidth_gb_s']:.1f} GB/s")
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as folder:
         targets, running = start_servers(options.servers.split(","), Path(folder))
         try:
-            runs: dict[str, dict[str, Any]] = {}
+            rounds: dict[str, dict[str, list[dict[str, Any]]]] = {}
             for target in targets.values():  # warm-up: the first request loads models, compiles kernels
                 asyncio.run(closed_loop(target, prompts[:2], 1, 8, count))
-            for kind, level in settings:
+            for (kind, level), round_ in itertools.product(settings, range(options.rounds)):
                 for target in targets.values():  # one setting at a time, every server, back to back
                     if kind == "closed":
                         samples, wall = asyncio.run(
@@ -404,18 +412,35 @@ def main() -> None:
                             open_loop(target, prompts, float(level), options.max_tokens, count, 7)
                         )
                     figures = summarize(samples, wall)
-                    runs.setdefault(f"{kind} {level}", {})[target.name] = figures
+                    rounds.setdefault(f"{kind} {level}", {}).setdefault(target.name, []).append(figures)
                     shown = {k: v for k, v in figures.items() if k != "first_error"}
-                    log(f"{kind} {level} {target.name}: {json.dumps(shown)}")
+                    log(f"{kind} {level} {target.name} (round {round_ + 1}): {json.dumps(shown)}")
                     if figures["errors"]:
                         log(f"  first error: {figures['first_error']}")
         finally:
             for server in running:
                 server.stop()
-    results["runs"] = runs
+    results["rounds"] = rounds
+    results["runs"] = {
+        setting: {name: medians(each) for name, each in per.items()} for setting, per in rounds.items()
+    }
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))
     print_table(results)
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (errors: their sum)."""
+    merged: dict[str, Any] = {
+        "errors": sum(r["errors"] for r in rounds),
+        "first_error": next((r["first_error"] for r in rounds if r["first_error"]), None),
+        "rounds": len(rounds),
+    }
+    for key, value in rounds[0].items():
+        if key not in merged and (value is None or isinstance(value, float | int)):
+            values = [r[key] for r in rounds if r[key] is not None]
+            merged[key] = statistics.median(values) if values else None
+    return merged
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

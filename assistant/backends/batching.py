@@ -185,7 +185,8 @@ class Batcher:
 
     def _prefill(self, requests: list[Request]) -> None:
         import torch
-        from transformers import DynamicCache
+
+        from assistant.backends.kv_cache import growing_cache
 
         width = max(len(request.prompt) for request in requests)
         ids = torch.full((len(requests), width), self._pad, dtype=torch.long)
@@ -197,7 +198,7 @@ class Batcher:
                 request.options.seed if request.options.seed is not None else secrets.randbits(63)
             )
             request.detokenizer = _Detokenizer(self._tokenizer)
-        cache = DynamicCache(config=self._model.config)
+        cache = growing_cache(self._model.config)
         output = self._model(
             input_ids=ids,
             attention_mask=mask,
@@ -212,7 +213,8 @@ class Batcher:
     def _join(self, requests: list[Request], mask: torch.Tensor, cache: DynamicCache) -> None:
         """Add prefilled rows to the running batch, both right-aligned (left-padded to one width)."""
         import torch
-        from transformers import DynamicCache
+
+        from assistant.backends.kv_cache import growing_cache
 
         if self._cache is None or self._mask is None:
             self._running, self._mask, self._cache = list(requests), mask, cache
@@ -231,7 +233,7 @@ class Batcher:
             (torch.cat([widen(old_k, 2), widen(new_k, 2)]), torch.cat([widen(old_v, 2), widen(new_v, 2)]))
             for (old_k, old_v), (new_k, new_v) in zip(_tensors(self._cache), _tensors(cache), strict=True)
         ]
-        self._cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
+        self._cache = growing_cache(self._model.config, layers)
         self._mask = torch.cat([widen(self._mask, 1), widen(mask, 1)])
         self._running = self._running + list(requests)
 
@@ -287,7 +289,8 @@ class Batcher:
             self._running, self._mask, self._cache = [], None, None
             return
         import torch
-        from transformers import DynamicCache
+
+        from assistant.backends.kv_cache import growing_cache
 
         mask = self._mask[keep]
         start = int((mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # leading all-padding columns
@@ -296,7 +299,7 @@ class Batcher:
             (keys.index_select(0, index)[:, :, start:], values.index_select(0, index)[:, :, start:])
             for keys, values in _tensors(self._cache)
         ]
-        self._cache = DynamicCache(ddp_cache_data=layers, config=self._model.config)
+        self._cache = growing_cache(self._model.config, layers)
         self._mask = mask[:, start:]
 
 

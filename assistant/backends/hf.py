@@ -44,12 +44,14 @@ class HFBackend(Backend):
         queue_timeout: float = 120.0,
         threads: int | None = None,
         dtype: str = "auto",
+        four_bit: bool = True,
     ) -> None:
         self._model_source = model_source
         self._configured_window = context_window
         self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
         self._threads = threads
         self._dtype = dtype
+        self._four_bit = four_bit
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._batcher: Batcher | None = None
@@ -71,14 +73,13 @@ class HFBackend(Backend):
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if self._threads:
             torch.set_num_threads(self._threads)
         source = self._model_source()
         self._tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=weights_dtype(self._dtype))
-        model.eval()  # type: ignore[no-untyped-call]
+        model, converted = load_model(source, self._dtype, four_bit=self._four_bit)
         self._batcher = Batcher(
             model,
             self._tokenizer,
@@ -92,6 +93,7 @@ class HFBackend(Backend):
             architecture=str(model.config.model_type),
             parameters=sum(p.numel() for p in model.parameters()),
             dtype=str(model.dtype).removeprefix("torch."),
+            four_bit_layers=converted,
             directory=source if Path(source).is_dir() else None,
         )
         log.info("model loaded from %s", source)
@@ -181,3 +183,39 @@ def weights_dtype(name: str) -> torch.dtype:
     mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
     fast = mkldnn and supported is not None and bool(supported())
     return torch.bfloat16 if fast else torch.float32
+
+
+def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[PreTrainedModel, int]:
+    """The model in ``model.dtype``'s precision, ready for inference, and how many of its linear layers
+    decode from 4-bit weights (with ``four_bit``, where they are 4-bit: ``four_bit.FourBitLinear``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from assistant.backends.four_bit import use_four_bit
+
+    dtype, converted = weights_dtype(dtype_name), 0
+    if four_bit and four_bit_candidate(source, dtype):
+        # The 4-bit grid shows only in the stored float32 values: load those, convert, then cast.
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        if converted := use_four_bit(model):
+            log.info("%d linear layers have 4-bit weights: decoding uses the 4-bit kernel", converted)
+        model.to(dtype)  # type: ignore[arg-type]  # transformers types its `to` wrapper badly
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model, converted
+
+
+def four_bit_candidate(source: str, dtype: torch.dtype) -> bool:
+    """Whether a model may hold 4-bit linear weights worth the CPU kernel: served in bfloat16 on the
+    CPU, and stored in float32 (a GGUF's expanded weights are; the grid does not survive bfloat16)."""
+    import torch
+    from transformers import AutoConfig
+
+    from assistant.backends.four_bit import kernel_available
+
+    if dtype != torch.bfloat16 or torch.cuda.is_available() or not kernel_available():
+        return False
+    config = AutoConfig.from_pretrained(source)
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return stored in (torch.float32, "float32")

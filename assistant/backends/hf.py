@@ -191,6 +191,7 @@ def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[
     import torch
     from transformers import AutoModelForCausalLM
 
+    from assistant.backends import cpu_attention
     from assistant.backends.four_bit import use_four_bit
 
     dtype, converted = weights_dtype(dtype_name), 0
@@ -202,6 +203,8 @@ def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[
         model.to(dtype)  # type: ignore[arg-type]  # transformers types its `to` wrapper badly
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(cpu_attention.register())
     model.eval()  # type: ignore[no-untyped-call]
     return model, converted
 

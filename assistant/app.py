@@ -54,6 +54,7 @@ def hf_backend(settings: Settings, source: Callable[[], str]) -> Backend:
         max_batch=settings.model.max_batch,
         max_queued=settings.chat.max_queued_requests,
         queue_timeout=settings.model.queue_timeout,
+        prefix_cache_size=settings.model.prefix_cache,
         threads=settings.model.threads,
         dtype=settings.model.dtype,
         four_bit=settings.model.four_bit,

@@ -48,6 +48,9 @@ class ModelSettings(BaseModel):
     queue_timeout: float = Field(
         120, gt=0, description="Seconds a request may wait for a place in the batch before a 429."
     )
+    prefix_cache: int = Field(
+        8, ge=0, description="System prompts whose KV cache is kept and reused by later requests (0: none)."
+    )
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ModelSettings:

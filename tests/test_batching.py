@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, TextPiece
+from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, Message, TextPiece
 from assistant.backends.hf import HFBackend
 
 QUESTIONS = [
@@ -31,11 +31,12 @@ def backend(hf_backend: HFBackend) -> Iterator[HFBackend]:
 
 
 async def answer(
-    backend: HFBackend, question: str, options: GenerationOptions
+    backend: HFBackend, question: str, options: GenerationOptions, system: str | None = None
 ) -> tuple[str, Finished, float]:
     """The answer's text, its ``Finished`` event, and when its first piece arrived."""
     text, first = "", 0.0
-    async for event in backend.stream([{"role": "user", "content": question}], options):
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    async for event in backend.stream([*messages, {"role": "user", "content": question}], options):
         if isinstance(event, TextPiece):
             text += event.text
             first = first or time.monotonic()
@@ -159,3 +160,34 @@ def test_the_queue_is_bounded_and_a_request_waits_only_so_long(hf_backend: HFBac
     assert isinstance(full, BackendOverloaded) and "waiting" in str(full)
     assert isinstance(timed_out, BackendOverloaded) and "waited" in str(timed_out)
 
+
+SYSTEM = "You are the customer-service assistant of an online shop. Answer briefly and politely."
+
+
+def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(backend: HFBackend) -> None:
+    """Prefix caching: the system message's KV cache is computed once and reused; the answers are the
+    ones a backend without the cache gives (float32: exactly)."""
+    options = GenerationOptions(max_tokens=20, temperature=0)
+    uncached = HFBackend(backend._model_source, max_batch=4, dtype="float32", prefix_cache_size=0)
+    asyncio.run(uncached.start())
+    try:
+        prompt = backend.prompt_ids(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
+        )
+        shared = backend.shared_prefix(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}], prompt
+        )
+        assert 0 < shared < len(prompt)
+        assert backend.shared_prefix([{"role": "user", "content": "Hi"}], prompt) == 0  # no system message
+
+        async def run(target: HFBackend) -> list[str]:
+            alone = [(await answer(target, QUESTIONS[0], options, SYSTEM))[0]]
+            together = await asyncio.gather(*(answer(target, q, options, SYSTEM) for q in QUESTIONS[1:]))
+            return alone + [text for text, _, _ in together]
+
+        cached_answers, plain_answers = asyncio.run(run(backend)), asyncio.run(run(uncached))
+        assert backend._batcher is not None and list(backend._batcher._prefixes) == [tuple(prompt[:shared])]
+        assert uncached._batcher is not None and not uncached._batcher._prefixes
+        assert cached_answers == plain_answers and all(cached_answers)
+    finally:
+        asyncio.run(uncached.close())

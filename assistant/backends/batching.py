@@ -7,6 +7,11 @@ sampled with its own request's settings (temperature, top-p, a seeded generator)
 batch as soon as it ends (end of turn, ``max_tokens``, a stop sequence, or its stream closed), and its
 rows of the cache go with it.
 
+Prefix caching: a request may name how many leading prompt tokens it shares with others (the service's
+system instruction, the same for every chat in one style and glossary). Their keys and values are
+computed once and kept for the ``prefix_cache_size`` most recently used prefixes; such a request's
+prefill then computes only the rest of its prompt, on a copy of them.
+
 Why this and not transformers' own: on this project's 2-core CPU a padded batch of 8 decodes about
 3.8x the tokens/s of 8 sequential ``generate`` calls, while ``generate_batch`` (paged continuous
 batching) ran no faster than sequential; a padded batch whose membership changes between steps keeps
@@ -79,6 +84,8 @@ class Request:
     detokenizer: Any = None
     #: When its first token was sampled (time to first token = this - ``submitted``).
     first_token_at: float | None = None
+    #: Leading prompt tokens other requests share (the rendered system message): their KV cache is kept.
+    shared_prefix: int = 0
 
     def send(self, *items: object) -> None:
         """Hand events to the caller; a caller that is gone (its event loop closed) cancels the request."""
@@ -98,6 +105,7 @@ class Batcher:
         max_batch: int = 8,
         max_waiting: int = 64,
         queue_timeout: float = 120.0,
+        prefix_cache_size: int = 8,
         on_token: Callable[[Request], None] | None = None,
     ) -> None:
         self._model, self._tokenizer = model, tokenizer
@@ -105,6 +113,10 @@ class Batcher:
             log.warning("%s has layers without a full KV cache: one request at a time", type(model).__name__)
             max_batch = 1
         self.max_batch, self.max_waiting, self.queue_timeout = max_batch, max_waiting, queue_timeout
+        self.prefix_cache_size = prefix_cache_size
+        self._prefixes: collections.OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            collections.OrderedDict()
+        )
         self._on_token = on_token
         eos = model.generation_config.eos_token_id
         self._eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
@@ -184,6 +196,18 @@ class Batcher:
             return admitted
 
     def _prefill(self, requests: list[Request]) -> None:
+        """Compute the prompts' KV caches and first tokens, and add the requests to the running batch."""
+        for request in requests:
+            request.generator = _generator(request.options.seed)
+            request.detokenizer = _Detokenizer(self._tokenizer)
+        if self.prefix_cache_size:
+            for request in (r for r in requests if r.shared_prefix):
+                self._prefill_after_prefix(request)
+            requests = [r for r in requests if not r.shared_prefix]
+        if requests:
+            self._prefill_together(requests)
+
+    def _prefill_together(self, requests: list[Request]) -> None:
         import torch
 
         from assistant.backends.kv_cache import growing_cache
@@ -194,21 +218,57 @@ class Batcher:
         for row, request in enumerate(requests):
             ids[row, width - len(request.prompt) :] = torch.tensor(request.prompt)
             mask[row, width - len(request.prompt) :] = 1
-            request.generator = torch.Generator().manual_seed(
-                request.options.seed if request.options.seed is not None else secrets.randbits(63)
-            )
-            request.detokenizer = _Detokenizer(self._tokenizer)
-        cache = growing_cache(self._model.config)
         output = self._model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-            past_key_values=cache,
+            past_key_values=growing_cache(self._model.config),
             use_cache=True,
             logits_to_keep=1,  # only the last position's: a prompt's other logits cost a vocabulary each
         )
         self._join(requests, mask, output.past_key_values)
         self._accept(requests, output.logits[:, -1])
+
+    def _prefill_after_prefix(self, request: Request) -> None:
+        """Prefill only what follows the request's shared prefix, on a copy of the prefix's cache."""
+        import torch
+
+        from assistant.backends.kv_cache import growing_cache
+
+        shared, total = request.shared_prefix, len(request.prompt)
+        layers = self._prefix_layers(tuple(request.prompt[:shared]))
+        mask = torch.ones((1, total), dtype=torch.long)
+        output = self._model(
+            input_ids=torch.tensor([request.prompt[shared:]]),
+            attention_mask=mask,
+            position_ids=torch.arange(shared, total)[None],
+            past_key_values=growing_cache(self._model.config, layers),  # copies them: the prefix stays as is
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._join([request], mask, output.past_key_values)
+        self._accept([request], output.logits[:, -1])
+
+    def _prefix_layers(self, tokens: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values of a shared prefix: computed once, then kept (least recently used goes)."""
+        import torch
+
+        from assistant.backends.kv_cache import growing_cache
+
+        if (layers := self._prefixes.get(tokens)) is not None:
+            self._prefixes.move_to_end(tokens)
+            return layers
+        output = self._model(
+            input_ids=torch.tensor([tokens]),
+            past_key_values=growing_cache(self._model.config),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        layers = [(keys.clone(), values.clone()) for keys, values in _tensors(output.past_key_values)]
+        self._prefixes[tokens] = layers
+        while len(self._prefixes) > self.prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return layers
 
     def _join(self, requests: list[Request], mask: torch.Tensor, cache: DynamicCache) -> None:
         """Add prefilled rows to the running batch, both right-aligned (left-padded to one width)."""
@@ -301,6 +361,12 @@ class Batcher:
         ]
         self._cache = growing_cache(self._model.config, layers)
         self._mask = mask[:, start:]
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    import torch
+
+    return torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63))
 
 
 def _tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:

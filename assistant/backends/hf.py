@@ -42,6 +42,7 @@ class HFBackend(Backend):
         max_batch: int = 8,
         max_queued: int = 64,
         queue_timeout: float = 120.0,
+        prefix_cache_size: int = 8,
         threads: int | None = None,
         dtype: str = "auto",
         four_bit: bool = True,
@@ -49,6 +50,7 @@ class HFBackend(Backend):
         self._model_source = model_source
         self._configured_window = context_window
         self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
+        self._prefix_cache_size = prefix_cache_size
         self._threads = threads
         self._dtype = dtype
         self._four_bit = four_bit
@@ -86,6 +88,7 @@ class HFBackend(Backend):
             max_batch=self._max_batch,
             max_waiting=self._max_queued,
             queue_timeout=self._queue_timeout,
+            prefix_cache_size=self._prefix_cache_size,
             on_token=self._count_token,
         )
         self._model = model
@@ -134,12 +137,22 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------------
 
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
+    def prompt_ids(self, messages: list[Message], *, generation_prompt: bool = True) -> list[int]:
         tokenizer = self._loaded()[1]
         conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
-        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=generation_prompt, tokenize=False
+        )
         ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
+
+    def shared_prefix(self, messages: list[Message], prompt: list[int]) -> int:
+        """How many leading tokens of ``prompt`` are its system message alone (0 when it has none, or the
+        template does not render it as a prefix of the whole): the part other chats share."""
+        if len(messages) < 2 or messages[0]["role"] != "system":
+            return 0
+        system = self.prompt_ids(messages[:1], generation_prompt=False)
+        return len(system) if len(system) < len(prompt) and prompt[: len(system)] == system else 0
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.prompt_ids(messages))
@@ -155,7 +168,8 @@ class HFBackend(Backend):
         def post(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        request = Request(self.prompt_ids(messages), options, post)
+        prompt = self.prompt_ids(messages)
+        request = Request(prompt, options, post, shared_prefix=self.shared_prefix(messages, prompt))
         self._batcher.submit(request)  # BackendOverloaded when the queue is full
         try:
             while (item := await queue.get()) is not END:

@@ -114,7 +114,8 @@ def pending_start(text: str) -> int:
     starts = (
         match.start()
         for pattern in _partial_patterns()
-        for match in pattern.finditer(text, partial=True, overlapped=True)
+        # concurrent: the regex module lets go of the GIL meanwhile (the model's thread needs it too)
+        for match in pattern.finditer(text, partial=True, overlapped=True, concurrent=True)
         if match.end() >= near_end
     )
     return min(starts, default=len(text))

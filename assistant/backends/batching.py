@@ -317,8 +317,10 @@ class Batcher:
         """Sample one token per request, send its text, and drop the requests that are done."""
         finished: set[int] = set()
         now = time.monotonic()
+        most_likely = logits.argmax(dim=-1).tolist()  # one call for the batch: the greedy rows' tokens
         for row, request in enumerate(requests):
-            token = _sample(logits[row], request.options, request.generator)
+            greedy = request.options.temperature <= 0
+            token = most_likely[row] if greedy else _sample(logits[row], request.options, request.generator)
             request.tokens.append(token)
             request.first_token_at = request.first_token_at or now
             if self._on_token is not None:
@@ -390,11 +392,9 @@ def full_attention_cache(model: PreTrainedModel) -> bool:
 
 
 def _sample(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator) -> int:
-    """Greedy at temperature 0; otherwise temperature, then nucleus (top-p), then a seeded draw."""
+    """Temperature (above 0), then nucleus (top-p), then a seeded draw."""
     import torch
 
-    if options.temperature <= 0:
-        return int(logits.argmax())
     probabilities = torch.softmax(logits.float() / options.temperature, dim=-1)
     if options.top_p < 1.0:
         ordered, order = probabilities.sort(descending=True)

@@ -13,10 +13,10 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assistant.backends.base import GenerationOptions, TextPiece
 from assistant.backends.four_bit import GROUP, MAX_KERNEL_ROWS, FourBitLinear, four_bit_grid, use_four_bit
-from assistant.backends.hf import HFBackend, load_model
+from assistant.backends.hf import HFBackend, load_model, weights_dtype
 
 pytestmark = pytest.mark.skipif(
-    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="needs a CPU with bfloat16 matrix products"
+    weights_dtype("auto") != torch.bfloat16, reason="needs a CPU with bfloat16 matrix products"
 )
 
 

@@ -1,5 +1,5 @@
-"""Precision benchmark: the default model in float32, in bfloat16, and in bfloat16 with its 4-bit layers
-(``model.four_bit``), for closeness to float32 and for decoding speed, in one run.
+"""Precision benchmark: the default model in float32, in bfloat16, and in bfloat16 and in float32 with its
+4-bit layers (``model.four_bit``), for closeness to float32 and for decoding speed, in one run.
 
     .venv/bin/python bench/precision.py [--prompts 32] [--tokens 64] [--rounds 3]
 
@@ -31,6 +31,7 @@ PRECISIONS = {
     "float32": ("float32", False),
     "bfloat16": ("bfloat16", False),
     "bfloat16 + 4-bit": ("bfloat16", True),
+    "float32 + 4-bit": ("float32", True),
 }
 
 

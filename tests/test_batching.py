@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, Message, TextPiece
+from assistant.backends.batching import Request
 from assistant.backends.hf import HFBackend
 
 QUESTIONS = [
@@ -22,9 +23,10 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def backend(hf_backend: HFBackend) -> Iterator[HFBackend]:
-    # float32: a padded batch then computes each row as it is computed alone, so greedy answers match
-    # exactly. In bfloat16 rows round differently with the batch's shape, and an answer can fork late.
-    batched = HFBackend(hf_backend._model_source, max_batch=4, max_queued=8, dtype="float32")
+    # float32 (without the 4-bit kernel, which rounds to bfloat16): a padded batch then computes each row
+    # as it is computed alone, so greedy answers match exactly. In bfloat16 rows round differently with
+    # the batch's shape, and an answer can fork late.
+    batched = HFBackend(hf_backend._model_source, max_batch=4, max_queued=8, dtype="float32", four_bit=False)
     asyncio.run(batched.start())
     yield batched
     asyncio.run(batched.close())
@@ -164,11 +166,16 @@ def test_the_queue_is_bounded_and_a_request_waits_only_so_long(hf_backend: HFBac
 SYSTEM = "You are the customer-service assistant of an online shop. Answer briefly and politely."
 
 
-def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(backend: HFBackend) -> None:
-    """Prefix caching: the system message's KV cache is computed once and reused; the answers are the
-    ones a backend without the cache gives (float32: exactly)."""
+def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(
+    backend: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefix caching: the system message's KV cache is computed once and reused, requests admitted
+    together prefill what follows it in one pass, and the answers are the ones a backend without the
+    cache gives (float32: exactly)."""
     options = GenerationOptions(max_tokens=20, temperature=0)
-    uncached = HFBackend(backend._model_source, max_batch=4, dtype="float32", prefix_cache_size=0)
+    uncached = HFBackend(
+        backend._model_source, max_batch=4, dtype="float32", four_bit=False, prefix_cache_size=0
+    )
     asyncio.run(uncached.start())
     try:
         prompt = backend.prompt_ids(
@@ -181,11 +188,26 @@ def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(back
         assert backend.shared_prefix([{"role": "user", "content": "Hi"}], prompt) == 0  # no system message
 
         async def run(target: HFBackend) -> list[str]:
+            assert target._batcher is not None
             alone = [(await answer(target, QUESTIONS[0], options, SYSTEM))[0]]
-            together = await asyncio.gather(*(answer(target, q, options, SYSTEM) for q in QUESTIONS[1:]))
+            with target._batcher._wake:  # the scheduler waits until all three are queued: admitted at once
+                tasks = [asyncio.create_task(answer(target, q, options, SYSTEM)) for q in QUESTIONS[1:]]
+                while len(target._batcher._waiting) < len(tasks):
+                    await asyncio.sleep(0.01)
+            together = await asyncio.gather(*tasks)
             return alone + [text for text, _, _ in together]
 
+        assert backend._batcher is not None
+        prefilled: list[int] = []  # requests per prefill after the cached prefix
+        after_prefix = backend._batcher._prefill_after_prefix
+
+        def counted(prefix: tuple[int, ...], requests: list[Request]) -> None:
+            prefilled.append(len(requests))
+            after_prefix(prefix, requests)
+
+        monkeypatch.setattr(backend._batcher, "_prefill_after_prefix", counted)
         cached_answers, plain_answers = asyncio.run(run(backend)), asyncio.run(run(uncached))
+        assert prefilled == [1, 3]  # the three admitted together are prefilled in one pass
         assert backend._batcher is not None and list(backend._batcher._prefixes) == [tuple(prompt[:shared])]
         assert uncached._batcher is not None and not uncached._batcher._prefixes
         assert cached_answers == plain_answers and all(cached_answers)

@@ -1,5 +1,5 @@
-"""4-bit linear layers: found only where the weights are exactly 4-bit, computed as the bfloat16 layer is,
-and on the real default model as close to the float32 model as bfloat16 weights are."""
+"""4-bit linear layers: found only where the weights are exactly 4-bit, computed as the full layer is (in
+bfloat16 or float32), and on the real default model as close to the float32 model as bfloat16 weights are."""
 
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assistant.backends.base import GenerationOptions, TextPiece
 from assistant.backends.four_bit import GROUP, MAX_KERNEL_ROWS, FourBitLinear, four_bit_grid, use_four_bit
-from assistant.backends.hf import HFBackend, load_model, weights_dtype
-
-pytestmark = pytest.mark.skipif(
-    weights_dtype("auto") != torch.bfloat16, reason="needs a CPU with bfloat16 matrix products"
-)
+from assistant.backends.hf import HFBackend, load_model
 
 
 def grid_weight(outputs: int = 64, inputs: int = 4 * GROUP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,22 +55,24 @@ def test_weights_off_a_4bit_grid_are_left_alone() -> None:
     assert isinstance(model[0], FourBitLinear) and type(model[1]) is nn.Linear
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("rows", [1, 8, MAX_KERNEL_ROWS, MAX_KERNEL_ROWS + 1, 60])
-def test_a_4bit_layer_computes_what_the_bfloat16_layer_does(rows: int) -> None:
+def test_a_4bit_layer_computes_what_the_full_layer_does(rows: int, dtype: torch.dtype) -> None:
     weight, _ = grid_weight()
     linear = nn.Linear(4 * GROUP, 64)
     with torch.no_grad():
         linear.weight.copy_(weight)
     grid = four_bit_grid(weight)
     assert grid is not None
-    four_bit = FourBitLinear(linear, *grid).to(torch.bfloat16)
-    linear = linear.to(torch.bfloat16)
-    x = torch.randn(1, rows, 4 * GROUP).to(torch.bfloat16)
+    four_bit = FourBitLinear(linear, *grid).to(dtype)
+    linear = linear.to(dtype)
+    x = torch.randn(1, rows, 4 * GROUP).to(dtype)
     with torch.inference_mode():
-        expected, got = linear(x).float(), four_bit(x).float()
-    assert got.shape == (1, rows, 64)
+        expected, got = linear(x).float(), four_bit(x)
+    assert got.shape == (1, rows, 64) and got.dtype == dtype
+    got = got.float()
     if rows > MAX_KERNEL_ROWS:
-        assert torch.equal(got, expected)  # many rows: the bfloat16 weight itself
+        assert torch.equal(got, expected)  # many rows: the full weight itself
     else:  # the 4-bit kernel: the same weights, rounded differently (bfloat16 keeps 8 significant bits)
         assert torch.allclose(got, expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
 
@@ -102,13 +100,17 @@ def teacher_forced(
 
 
 @pytest.mark.model
-def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(hf_backend: HFBackend) -> None:
-    """Per token, the 4-bit layers pick float32's most likely next token about as often as bfloat16
-    weights do, and their distributions are about as close (``bench/precision.py`` measures it at length)."""
+@pytest.mark.parametrize("served", ["bfloat16", "float32"])
+def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(
+    hf_backend: HFBackend, served: str
+) -> None:
+    """Per token, the 4-bit layers (in a bfloat16 or a float32 model) pick float32's most likely next token
+    about as often as bfloat16 weights do, and their distributions are about as close
+    (``bench/precision.py`` measures it at length)."""
     source = hf_backend._model_source()
     tokenizer = AutoTokenizer.from_pretrained(source)
-    reference = teacher_forced(load_model(source, "float32")[0], SUPPORT_TEXTS, tokenizer)
-    four_bit, converted = load_model(source, "bfloat16")
+    reference = teacher_forced(load_model(source, "float32", four_bit=False)[0], SUPPORT_TEXTS, tokenizer)
+    four_bit, converted = load_model(source, served)
     assert converted == 30 * 7  # every q, k, v, o, gate, up and down projection of the 30 layers
     half, none = load_model(source, "bfloat16", four_bit=False)
     assert none == 0
@@ -128,7 +130,7 @@ def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(h
 @pytest.mark.model
 def test_the_backend_describes_its_4bit_layers_and_can_do_without(hf_backend: HFBackend) -> None:
     async def described(four_bit: bool) -> tuple[int, str]:
-        backend = HFBackend(hf_backend._model_source, dtype="bfloat16", four_bit=four_bit)
+        backend = HFBackend(hf_backend._model_source, four_bit=four_bit)  # bfloat16 or float32
         await backend.start()
         try:
             description = backend.describe()

@@ -10,7 +10,8 @@ rows of the cache go with it.
 Prefix caching: a request may name how many leading prompt tokens it shares with others (the service's
 system instruction, the same for every chat in one style and glossary). Their keys and values are
 computed once and kept for the ``prefix_cache_size`` most recently used prefixes; such a request's
-prefill then computes only the rest of its prompt, on a copy of them.
+prefill then computes only the rest of its prompt, on a copy of them, in one pass with the other
+requests admitted at the same step that share the prefix.
 
 Why this and not transformers' own: on this project's 2-core CPU a padded batch of 8 decodes about
 3.8x the tokens/s of 8 sequential ``generate`` calls, while ``generate_batch`` (paged continuous
@@ -201,8 +202,11 @@ class Batcher:
             request.generator = _generator(request.options.seed)
             request.detokenizer = _Detokenizer(self._tokenizer)
         if self.prefix_cache_size:
+            sharing: dict[tuple[int, ...], list[Request]] = {}
             for request in (r for r in requests if r.shared_prefix):
-                self._prefill_after_prefix(request)
+                sharing.setdefault(tuple(request.prompt[: request.shared_prefix]), []).append(request)
+            for prefix, group in sharing.items():
+                self._prefill_after_prefix(prefix, group)
             requests = [r for r in requests if not r.shared_prefix]
         if requests:
             self._prefill_together(requests)
@@ -229,25 +233,34 @@ class Batcher:
         self._join(requests, mask, output.past_key_values)
         self._accept(requests, output.logits[:, -1])
 
-    def _prefill_after_prefix(self, request: Request) -> None:
-        """Prefill only what follows the request's shared prefix, on a copy of the prefix's cache."""
+    def _prefill_after_prefix(self, prefix: tuple[int, ...], requests: list[Request]) -> None:
+        """Prefill only what follows a shared prefix, for every request that shares it, in one pass on
+        copies of the prefix's cache. Each row is the prefix, padding, then the row's own suffix."""
         import torch
 
         from assistant.backends.kv_cache import growing_cache
 
-        shared, total = request.shared_prefix, len(request.prompt)
-        layers = self._prefix_layers(tuple(request.prompt[:shared]))
-        mask = torch.ones((1, total), dtype=torch.long)
+        shared, rows = len(prefix), len(requests)
+        layers = self._prefix_layers(prefix)
+        width = max(len(request.prompt) - shared for request in requests)
+        ids = torch.full((rows, width), self._pad, dtype=torch.long)
+        mask = torch.zeros((rows, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, request in enumerate(requests):
+            suffix = request.prompt[shared:]
+            ids[row, width - len(suffix) :] = torch.tensor(suffix)
+            mask[row, shared + width - len(suffix) :] = 1
+        copies = [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers]
         output = self._model(
-            input_ids=torch.tensor([request.prompt[shared:]]),
+            input_ids=ids,
             attention_mask=mask,
-            position_ids=torch.arange(shared, total)[None],
-            past_key_values=growing_cache(self._model.config, layers),  # copies them: the prefix stays as is
+            position_ids=(mask.cumsum(dim=1) - 1)[:, shared:],  # padding takes the prefix's last position
+            past_key_values=growing_cache(self._model.config, copies),  # copies them: the prefix stays as is
             use_cache=True,
             logits_to_keep=1,
         )
-        self._join([request], mask, output.past_key_values)
-        self._accept([request], output.logits[:, -1])
+        self._join(requests, mask, output.past_key_values)
+        self._accept(requests, output.logits[:, -1])
 
     def _prefix_layers(self, tokens: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of a shared prefix: computed once, then kept (least recently used goes)."""

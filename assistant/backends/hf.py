@@ -23,6 +23,7 @@ from assistant.backends.base import (
     GenerationOptions,
     Message,
     ModelDescription,
+    TextPiece,
 )
 from assistant.backends.batching import END, Batcher, Request
 
@@ -172,12 +173,32 @@ class HFBackend(Backend):
         request = Request(prompt, options, post, shared_prefix=self.shared_prefix(messages, prompt))
         self._batcher.submit(request)  # BackendOverloaded when the queue is full
         try:
-            while (item := await queue.get()) is not END:
+            async for item in _arrivals(queue):
+                if item is END:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item  # type: ignore[misc]
         finally:
             request.cancelled.set()
+
+
+async def _arrivals(queue: asyncio.Queue[object]) -> AsyncGenerator[object, None]:
+    """The queue's items; text pieces that piled up while the event loop was busy go on as one, so a
+    busy loop catches up: one pass of the pipeline's checks for them all instead of one each."""
+    while True:
+        items = [await queue.get()]
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        merged: list[object] = []
+        for item in items:
+            last = merged[-1] if merged else None
+            if isinstance(item, TextPiece) and isinstance(last, TextPiece):
+                merged[-1] = TextPiece(last.text + item.text, item.completion_tokens)
+            else:
+                merged.append(item)
+        for item in merged:
+            yield item
 
 
 def weights_dtype(name: str) -> torch.dtype:
@@ -210,7 +231,7 @@ def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[
 
     dtype, converted = weights_dtype(dtype_name), 0
     if four_bit and four_bit_candidate(source, dtype):
-        # The 4-bit grid shows only in the stored float32 values: load those, convert, then cast.
+        # The 4-bit grid shows only in the stored float32 values: load those, convert, then cast (if).
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         if converted := use_four_bit(model):
             log.info("%d linear layers have 4-bit weights: decoding uses the 4-bit kernel", converted)
@@ -224,14 +245,15 @@ def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[
 
 
 def four_bit_candidate(source: str, dtype: torch.dtype) -> bool:
-    """Whether a model may hold 4-bit linear weights worth the CPU kernel: served in bfloat16 on the
-    CPU, and stored in float32 (a GGUF's expanded weights are; the grid does not survive bfloat16)."""
+    """Whether a model may hold 4-bit linear weights worth the CPU kernel: served in bfloat16 or float32
+    on the CPU, and stored in float32 (a GGUF's expanded weights are; the grid does not survive bfloat16)."""
     import torch
     from transformers import AutoConfig
 
     from assistant.backends.four_bit import kernel_available
 
-    if dtype != torch.bfloat16 or torch.cuda.is_available() or not kernel_available():
+    served = dtype in (torch.bfloat16, torch.float32)
+    if not served or torch.cuda.is_available() or not kernel_available():
         return False
     config = AutoConfig.from_pretrained(source)
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -126,7 +127,9 @@ async def start_chat(
     if state.guard is not None and not state.guard.ready:
         raise BackendNotReady("the safety layer is loading")
     safety = request_safety(state, key)
-    job, prompt_tokens, blocked = prepare(data, backend, settings, safety)
+    # Off the event loop: the input checks (the semantic model's ~20 ms among them) and the prompt's
+    # tokenization would otherwise hold up every other chat's stream meanwhile.
+    job, prompt_tokens, blocked = await asyncio.to_thread(prepare, data, backend, settings, safety)
     await record(state, key, safety.events if safety else [])
     if blocked and safety is not None:
         responses = safety.policy.responses

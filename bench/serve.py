@@ -7,7 +7,7 @@
 Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and greedy decoding:
 
 - ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
-  auto: bfloat16 where the machine computes it fast, else float32; in bfloat16 on a CPU the linear layers
+  auto: bfloat16 where the machine computes it fast, else float32; on a CPU, in either, the linear layers
   decode from the GGUF's 4-bit weights, ``model.four_bit``);
 - ``hf`` / ``hf-cb``: ``transformers serve`` without and with ``--continuous-batching``, on the same
   safetensors copy of the model the service loads, in the same precision (``--dtype``);

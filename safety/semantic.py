@@ -25,7 +25,9 @@ The model is heavy, so nothing of it is imported with this module: ``SemanticDet
 
 The model runs in a worker thread of its own, limited to ``threads`` PyTorch threads (one by
 default). On a small machine that also generates text, two OpenMP threads that wait on each other
-while a core is busy elsewhere turn 12 ms into a second; one thread keeps a steady ~20 ms.
+while a core is busy elsewhere turn 12 ms into a second; one thread keeps a steady ~20 ms. PyTorch
+makes a thread's count the default of every thread that starts computing after it, so other heavy
+threads of the process set their own.
 """
 
 from __future__ import annotations

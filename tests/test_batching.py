@@ -4,6 +4,7 @@ alone, requests join a running batch and leave it, each with its own settings, a
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 
 from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, Message, TextPiece
 from assistant.backends.batching import Request
-from assistant.backends.hf import HFBackend
+from assistant.backends.hf import HFBackend, torch_default_threads
 
 QUESTIONS = [
     "Where is my parcel?",
@@ -213,3 +214,37 @@ def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(
         assert cached_answers == plain_answers and all(cached_answers)
     finally:
         asyncio.run(uncached.close())
+
+
+def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_changes_it(
+    backend: HFBackend,
+) -> None:
+    """A thread that sets its own PyTorch thread count (the semantic detector's worker sets 1) sets it
+    for every thread started after it too: the scheduler thread sets its own, and decodes with it."""
+    import torch
+
+    from assistant.backends.batching import END, Batcher
+
+    default = torch_default_threads()
+    limit = threading.Thread(target=torch.set_num_threads, args=(1,))
+    limit.start()
+    limit.join()
+    counts: list[int] = []  # the scheduler thread's count at each token
+    batcher = Batcher(
+        backend._loaded()[0],
+        backend._loaded()[1],
+        threads=2,
+        on_token=lambda request: counts.append(torch.get_num_threads()),
+    )
+    done = threading.Event()
+    try:
+        prompt = backend.prompt_ids([{"role": "user", "content": QUESTIONS[2]}])
+        options = GenerationOptions(max_tokens=3, temperature=0)
+        batcher.submit(Request(prompt, options, lambda item: done.set() if item is END else None))
+        assert done.wait(60)
+    finally:
+        batcher.close()
+        restore = threading.Thread(target=torch.set_num_threads, args=(default,))
+        restore.start()
+        restore.join()
+    assert counts and set(counts) == {2}

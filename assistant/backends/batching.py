@@ -18,6 +18,9 @@ Why this and not transformers' own: on this project's 2-core CPU a padded batch 
 batching) ran no faster than sequential; a padded batch whose membership changes between steps keeps
 the first and adds the second's admission without its paging machinery.
 
+``threads`` is the PyTorch thread count of the scheduler thread (None: whatever the process's is when
+it starts).
+
 Bounded: at most ``max_batch`` requests run and ``max_waiting`` wait (``submit`` raises
 ``BackendOverloaded`` beyond that); a request that waits longer than ``queue_timeout`` seconds is
 answered ``BackendOverloaded`` too, so a caller retries instead of hanging.
@@ -107,6 +110,7 @@ class Batcher:
         max_waiting: int = 64,
         queue_timeout: float = 120.0,
         prefix_cache_size: int = 8,
+        threads: int | None = None,
         on_token: Callable[[Request], None] | None = None,
     ) -> None:
         self._model, self._tokenizer = model, tokenizer
@@ -115,6 +119,7 @@ class Batcher:
             max_batch = 1
         self.max_batch, self.max_waiting, self.queue_timeout = max_batch, max_waiting, queue_timeout
         self.prefix_cache_size = prefix_cache_size
+        self.threads = threads
         self._prefixes: collections.OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
             collections.OrderedDict()
         )
@@ -154,6 +159,8 @@ class Batcher:
     def _loop(self) -> None:
         import torch
 
+        if self.threads:  # this thread's own count: other threads' settings leave it alone from here on
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:
                 admitted = self._admit()

@@ -10,6 +10,7 @@ generation within one step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -52,7 +53,7 @@ class HFBackend(Backend):
         self._configured_window = context_window
         self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
         self._prefix_cache_size = prefix_cache_size
-        self._threads = threads
+        self._threads = threads or torch_default_threads()
         self._dtype = dtype
         self._four_bit = four_bit
         self._model: PreTrainedModel | None = None
@@ -75,11 +76,8 @@ class HFBackend(Backend):
             log.error("model failed to load: %s", self._load_error)
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoTokenizer
 
-        if self._threads:
-            torch.set_num_threads(self._threads)
         source = self._model_source()
         self._tokenizer = AutoTokenizer.from_pretrained(source)
         model, converted = load_model(source, self._dtype, four_bit=self._four_bit)
@@ -90,6 +88,7 @@ class HFBackend(Backend):
             max_waiting=self._max_queued,
             queue_timeout=self._queue_timeout,
             prefix_cache_size=self._prefix_cache_size,
+            threads=self._threads,
             on_token=self._count_token,
         )
         self._model = model
@@ -199,6 +198,19 @@ async def _arrivals(queue: asyncio.Queue[object]) -> AsyncGenerator[object, None
                 merged.append(item)
         for item in merged:
             yield item
+
+
+@functools.cache
+def torch_default_threads() -> int:
+    """PyTorch's intra-op thread count as this process started with it, read once.
+
+    The count is process-wide for threads that have not run a parallel operation yet: a thread that
+    sets its own (the semantic detector's worker sets one) changes it for every such thread after it.
+    So the model's thread sets its count itself, and the default is read before that can happen.
+    """
+    import torch
+
+    return torch.get_num_threads()
 
 
 def weights_dtype(name: str) -> torch.dtype:

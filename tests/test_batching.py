@@ -220,31 +220,31 @@ def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_chang
     backend: HFBackend,
 ) -> None:
     """A thread that sets its own PyTorch thread count (the semantic detector's worker sets 1) sets it
-    for every thread started after it too: the scheduler thread sets its own, and decodes with it."""
+    for every thread that has not computed yet too: the scheduler thread keeps its own, set before or
+    after, and decodes with it."""
     import torch
 
     from assistant.backends.batching import END, Batcher
 
+    def limit_in_another_thread(threads: int) -> None:
+        thread = threading.Thread(target=torch.set_num_threads, args=(threads,))
+        thread.start()
+        thread.join()
+
     default = torch_default_threads()
-    limit = threading.Thread(target=torch.set_num_threads, args=(1,))
-    limit.start()
-    limit.join()
     counts: list[int] = []  # the scheduler thread's count at each token
-    batcher = Batcher(
-        backend._loaded()[0],
-        backend._loaded()[1],
-        threads=2,
-        on_token=lambda request: counts.append(torch.get_num_threads()),
-    )
+    limit_in_another_thread(1)
+    model, tokenizer = backend._loaded()
+    batcher = Batcher(model, tokenizer, threads=2, on_token=lambda _: counts.append(torch.get_num_threads()))
     done = threading.Event()
     try:
+        time.sleep(0.3)  # the scheduler thread has set its count, and waits for work
+        limit_in_another_thread(1)
         prompt = backend.prompt_ids([{"role": "user", "content": QUESTIONS[2]}])
         options = GenerationOptions(max_tokens=3, temperature=0)
         batcher.submit(Request(prompt, options, lambda item: done.set() if item is END else None))
         assert done.wait(60)
     finally:
         batcher.close()
-        restore = threading.Thread(target=torch.set_num_threads, args=(default,))
-        restore.start()
-        restore.join()
+        limit_in_another_thread(default)
     assert counts and set(counts) == {2}

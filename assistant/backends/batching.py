@@ -159,7 +159,10 @@ class Batcher:
     def _loop(self) -> None:
         import torch
 
-        if self.threads:  # this thread's own count: other threads' settings leave it alone from here on
+        if self.threads:
+            # This thread's own count. Read first: a thread takes the process-wide count (which other
+            # threads change) when it first needs one, and then keeps whatever it sets itself.
+            torch.get_num_threads()
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:

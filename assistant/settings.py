@@ -40,7 +40,8 @@ class ModelSettings(BaseModel):
         True,
         description="On a CPU, decode linear layers whose weights are exactly 4-bit (the bundled model's, "
         "from its Q4_1 GGUF) with torch's 4-bit kernel: the same weights, a quarter of bfloat16's bytes "
-        "(an eighth of float32's). `false`: float32 answers that do not depend on the batch.",
+        "(an eighth of float32's); and those exactly 8-bit (its Q8_0 output layer) with its 8-bit kernel. "
+        "`false`: float32 answers that do not depend on the batch.",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
     max_batch: int = Field(

@@ -1,5 +1,6 @@
 """4-bit linear layers: found only where the weights are exactly 4-bit, computed as the full layer is (in
-bfloat16 or float32), and on the real default model as close to the float32 model as bfloat16 weights are."""
+bfloat16 or float32), and on the real default model (with its 8-bit output layer) as close to the float32
+model as bfloat16 weights are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from assistant.backends import eight_bit
 from assistant.backends.base import GenerationOptions, TextPiece
 from assistant.backends.four_bit import GROUP, MAX_KERNEL_ROWS, FourBitLinear, four_bit_grid, use_four_bit
 from assistant.backends.hf import HFBackend, load_model
@@ -102,16 +104,22 @@ def teacher_forced(
 @pytest.mark.model
 @pytest.mark.parametrize("served", ["bfloat16", "float32"])
 def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(
-    hf_backend: HFBackend, served: str
+    hf_backend: HFBackend, served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Per token, the 4-bit layers (in a bfloat16 or a float32 model) pick float32's most likely next token
-    about as often as bfloat16 weights do, and their distributions are about as close
-    (``bench/precision.py`` measures it at length)."""
+    """Per token, the 4-bit layers and the 8-bit output layer (in a bfloat16 or a float32 model) pick
+    float32's most likely next token about as often as bfloat16 weights do, and their distributions are
+    about as close (``bench/precision.py`` measures it at length)."""
+    monkeypatch.setattr(eight_bit, "MAX_KERNEL_ROWS", MAX_KERNEL_ROWS)  # a whole text's rows on its kernel
     source = hf_backend._model_source()
     tokenizer = AutoTokenizer.from_pretrained(source)
     reference = teacher_forced(load_model(source, "float32", four_bit=False)[0], SUPPORT_TEXTS, tokenizer)
     four_bit, converted = load_model(source, served)
-    assert converted == 30 * 7  # every q, k, v, o, gate, up and down projection of the 30 layers
+    # Every q, k, v, o, gate, up and down projection of the 30 layers; and the output layer (Q8_0), still
+    # the token embedding's weight.
+    assert converted == 30 * 7 + 1
+    output = four_bit.get_output_embeddings()
+    assert isinstance(output, eight_bit.EightBitLinear)
+    assert output.weight is four_bit.get_input_embeddings().weight
     half, none = load_model(source, "bfloat16", four_bit=False)
     assert none == 0
 
@@ -138,7 +146,7 @@ def test_the_backend_describes_its_4bit_layers_and_can_do_without(hf_backend: HF
             options = GenerationOptions(max_tokens=6, temperature=0)
             events = backend.stream([{"role": "user", "content": "Hi!"}], options)
             text = "".join([event.text async for event in events if isinstance(event, TextPiece)])
-            return description.four_bit_layers, text
+            return description.low_bit_layers, text
         finally:
             await backend.close()
 
@@ -146,5 +154,5 @@ def test_the_backend_describes_its_4bit_layers_and_can_do_without(hf_backend: HF
         asyncio.run(described(True)),
         asyncio.run(described(False)),
     )
-    assert (with_layers, without_layers) == (30 * 7, 0)
+    assert (with_layers, without_layers) == (30 * 7 + 1, 0)
     assert with_text and with_text == without_text  # "Hello! How can I assist": no near tie there

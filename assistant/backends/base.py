@@ -72,8 +72,8 @@ class ModelDescription:
     architecture: str
     parameters: int
     dtype: str
-    #: Linear layers decoded from their 4-bit weights (``four_bit.FourBitLinear``).
-    four_bit_layers: int = 0
+    #: Linear layers decoded from their 4-bit or 8-bit weights (``four_bit``, ``eight_bit``).
+    low_bit_layers: int = 0
     #: A local Hugging Face model directory, when the model is one (a Modelfile can be built from it).
     directory: str | None = None
 

@@ -96,7 +96,7 @@ class HFBackend(Backend):
             architecture=str(model.config.model_type),
             parameters=sum(p.numel() for p in model.parameters()),
             dtype=str(model.dtype).removeprefix("torch."),
-            four_bit_layers=converted,
+            low_bit_layers=converted,
             directory=source if Path(source).is_dir() else None,
         )
         log.info("model loaded from %s", source)
@@ -234,19 +234,22 @@ def weights_dtype(name: str) -> torch.dtype:
 
 def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[PreTrainedModel, int]:
     """The model in ``model.dtype``'s precision, ready for inference, and how many of its linear layers
-    decode from 4-bit weights (with ``four_bit``, where they are 4-bit: ``four_bit.FourBitLinear``)."""
+    decode from their low-bit weights (with ``four_bit``, where they are exactly 4-bit or 8-bit:
+    ``four_bit.FourBitLinear``, ``eight_bit.EightBitLinear``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from assistant.backends import cpu_attention
+    from assistant.backends.eight_bit import use_eight_bit
     from assistant.backends.four_bit import use_four_bit
 
     dtype, converted = weights_dtype(dtype_name), 0
     if four_bit and four_bit_candidate(source, dtype):
-        # The 4-bit grid shows only in the stored float32 values: load those, convert, then cast (if).
+        # The grids show only in the stored float32 values: load those, convert, then cast (if).
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        if converted := use_four_bit(model):
-            log.info("%d linear layers have 4-bit weights: decoding uses the 4-bit kernel", converted)
+        four, eight = use_four_bit(model), use_eight_bit(model)
+        if converted := four + eight:
+            log.info("%d linear layers decode from their 4-bit weights, %d from 8-bit ones", four, eight)
         model.to(dtype)  # type: ignore[arg-type]  # transformers types its `to` wrapper badly
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

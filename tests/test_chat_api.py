@@ -83,13 +83,15 @@ def test_same_seed_same_text_at_positive_temperature(client: openai.OpenAI) -> N
 
 
 def test_style_changes_the_instruction_and_the_answer(client: openai.OpenAI) -> None:
+    # A question whose three answers differ within 24 tokens in float32 and bfloat16 alike (to some
+    # questions this small model words two styles alike at the start).
+    question = [{"role": "user", "content": "Where is my parcel?"}]
     answers = {
-        style: ask(client, max_tokens=24, temperature=0, extra_body={"style": style})
+        style: ask(client, question, max_tokens=24, temperature=0, extra_body={"style": style})
         for style in ("formal", "casual", "friendly")
     }
-    assert len({a.usage.prompt_tokens for a in answers.values()}) > 1
-    # A small model may word two styles alike at the start: at least one style must change the answer.
-    assert len({a.choices[0].message.content for a in answers.values()}) > 1
+    assert len({a.usage.prompt_tokens for a in answers.values()}) == 3
+    assert len({a.choices[0].message.content for a in answers.values()}) == 3
 
 
 @pytest.mark.parametrize("stream", [False, True])

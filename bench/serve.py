@@ -8,7 +8,7 @@ Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and gre
 
 - ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
   auto: bfloat16 where the machine computes it fast, else float32; on a CPU, in either, the linear layers
-  decode from the GGUF's 4-bit weights, ``model.four_bit``);
+  decode from the GGUF's 4-bit weights and the output layer from its 8-bit ones, ``model.four_bit``);
 - ``hf`` / ``hf-cb``: ``transformers serve`` without and with ``--continuous-batching``, on the same
   safetensors copy of the model the service loads, in the same precision (``--dtype``);
 - ``llamacpp``: ``python -m llama_cpp.server`` on the GGUF file that copy was converted from, with
@@ -284,13 +284,17 @@ def served_dtype() -> Any:
 
 
 def decode_bytes(model: Any) -> int:
-    """Bytes of weights one decoding step reads: the 4-bit codes, scales and zeros of the 4-bit layers (not
-    the bfloat16 copy they keep for prefill), every other parameter once (tied ones count once)."""
+    """Bytes of weights one decoding step reads: the codes and scales of the 4-bit and 8-bit layers (not
+    the full weights they keep for prefill: the 8-bit output layer's is the token embedding, of which a
+    step reads one row), every other parameter once (tied ones count once)."""
+    from assistant.backends.eight_bit import EightBitLinear
     from assistant.backends.four_bit import FourBitLinear
 
     four_bit = [m for m in model.modules() if isinstance(m, FourBitLinear)]
-    prefill_only = {id(m.weight) for m in four_bit}
+    eight_bit = [m for m in model.modules() if isinstance(m, EightBitLinear)]
+    prefill_only = {id(m.weight) for m in [*four_bit, *eight_bit]}
     read = [t for m in four_bit for t in (m.codes, m.scales_and_zeros)]
+    read += [t for m in eight_bit for t in (m.codes, m.scale_bits)]
     read += [p for p in model.parameters() if id(p) not in prefill_only]
     return sum(int(t.nbytes) for t in read)
 

@@ -293,7 +293,7 @@ def decode_bytes(model: Any) -> int:
     four_bit = [m for m in model.modules() if isinstance(m, FourBitLinear)]
     eight_bit = [m for m in model.modules() if isinstance(m, EightBitLinear)]
     prefill_only = {id(m.weight) for m in [*four_bit, *eight_bit]}
-    read = [t for m in four_bit for t in (m.codes, m.scales_and_zeros)]
+    read = [t for m in four_bit for t in (m.codes, m.scale_bits)]
     read += [t for m in eight_bit for t in (m.codes, m.scale_bits)]
     read += [p for p in model.parameters() if id(p) not in prefill_only]
     return sum(int(t.nbytes) for t in read)

@@ -59,6 +59,9 @@ def four_bit_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | N
 class FourBitLinear(nn.Module):
     """``nn.Linear`` computed from 4-bit codes for few rows and from the full weight for many."""
 
+    codes: torch.Tensor
+    scale_bits: torch.Tensor
+
     def __init__(self, linear: nn.Linear, codes: torch.Tensor, step_low: torch.Tensor) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -68,7 +71,9 @@ class FourBitLinear(nn.Module):
         # The kernel computes (code - 8) * scale + zero, from bfloat16 scales and zeros [groups, out, 2].
         step, low = step_low.unbind(dim=-1)
         scales_and_zeros = torch.stack([step, low + 8 * step], dim=-1).transpose(0, 1).contiguous()
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16), persistent=False)
+        # Kept as the bits of bfloat16 numbers: casting the model (to float32) leaves integers alone.
+        bits = scales_and_zeros.to(torch.bfloat16).view(torch.int16)
+        self.register_buffer("scale_bits", bits, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
@@ -77,7 +82,7 @@ class FourBitLinear(nn.Module):
         # The kernel is fast in bfloat16 only (its float32 path is a slow reference): float32 inputs are
         # rounded to bfloat16 for it, and its result comes back in float32.
         flat = x.reshape(rows, self.in_features).to(torch.bfloat16)
-        scales = self.scales_and_zeros.to(torch.bfloat16)  # as made, unless the module was cast since
+        scales = self.scale_bits.view(torch.bfloat16)
         out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.codes, GROUP, scales)
         out = out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias

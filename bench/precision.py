@@ -1,5 +1,6 @@
 """Precision benchmark: the default model in float32, in bfloat16, and in bfloat16 and in float32 with its
-4-bit layers (``model.four_bit``), for closeness to float32 and for decoding speed, in one run.
+4-bit layers and 8-bit output layer (``model.four_bit``), for closeness to float32 and for decoding speed,
+in one run.
 
     .venv/bin/python bench/precision.py [--prompts 32] [--tokens 64] [--rounds 3]
 
@@ -30,8 +31,8 @@ from bench.finetune import DATA, base_model_dir, log, machine, read_jsonl  # noq
 PRECISIONS = {
     "float32": ("float32", False),
     "bfloat16": ("bfloat16", False),
-    "bfloat16 + 4-bit": ("bfloat16", True),
-    "float32 + 4-bit": ("float32", True),
+    "bfloat16 + 4-bit/8-bit": ("bfloat16", True),
+    "float32 + 4-bit/8-bit": ("float32", True),
 }
 
 
@@ -112,7 +113,7 @@ def main() -> None:
     models, converted = {}, {}
     for name, (dtype, four_bit) in PRECISIONS.items():
         models[name], converted[name] = load_model(base_model_dir(), dtype, four_bit=four_bit)
-    log(f"4-bit layers: {converted['bfloat16 + 4-bit']}")
+    log(f"layers decoded from 4-bit or 8-bit weights: {converted['bfloat16 + 4-bit/8-bit']}")
     questions = [row["question"] for row in read_jsonl(DATA / "heldout.jsonl")][: options.prompts]
     close = closeness(models, questions, options.tokens)
 

@@ -43,7 +43,9 @@ class ModelSettings(BaseModel):
         "(an eighth of float32's); and those exactly 8-bit (its Q8_0 output layer) with its 8-bit kernel. "
         "`false`: float32 answers that do not depend on the batch.",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch. Unset: torch's default.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the model's decoding (torch's). Unset: torch's default."
+    )
     max_batch: int = Field(
         8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."
     )

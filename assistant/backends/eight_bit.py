@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from assistant.backends.four_bit import replace_linears
+
 __all__ = ["GROUP", "MAX_KERNEL_ROWS", "EightBitLinear", "eight_bit_grid", "use_eight_bit"]
 
 #: Inputs per scale (Q8_0's block).
@@ -79,14 +81,11 @@ def use_eight_bit(model: nn.Module) -> int:
 
     Call before casting the model, as ``four_bit.use_four_bit``.
     """
-    converted = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if (
-                type(child) is nn.Linear
-                and hasattr(torch.ops.aten, "_weight_int8pack_mm")
-                and (grid := eight_bit_grid(child.weight.detach())) is not None
-            ):
-                setattr(module, name, EightBitLinear(child, *grid))
-                converted += 1
-    return converted
+    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+        return 0
+
+    def convert(linear: nn.Linear) -> nn.Module | None:
+        grid = eight_bit_grid(linear.weight.detach())
+        return EightBitLinear(linear, *grid) if grid is not None else None
+
+    return replace_linears(model, convert)

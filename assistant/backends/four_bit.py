@@ -23,11 +23,21 @@ weights do not, and stay as they are. Nothing is quantized here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GROUP", "MAX_KERNEL_ROWS", "FourBitLinear", "four_bit_grid", "kernel_available", "use_four_bit"]
+__all__ = [
+    "GROUP",
+    "MAX_KERNEL_ROWS",
+    "FourBitLinear",
+    "four_bit_grid",
+    "kernel_available",
+    "replace_linears",
+    "use_four_bit",
+]
 
 #: Inputs per scale and zero (Q4_1's block).
 GROUP = 32
@@ -94,10 +104,21 @@ def use_four_bit(model: nn.Module) -> int:
     Call before casting the model to bfloat16, if it is to be cast (the grid is checked on the float32
     values).
     """
-    converted = 0
+
+    def convert(linear: nn.Linear) -> nn.Module | None:
+        grid = four_bit_grid(linear.weight.detach())
+        return FourBitLinear(linear, *grid) if grid is not None else None
+
+    return replace_linears(model, convert)
+
+
+def replace_linears(model: nn.Module, convert: Callable[[nn.Linear], nn.Module | None]) -> int:
+    """Replace each plain ``nn.Linear`` of ``model`` by what ``convert`` makes of it (None: keep it);
+    returns how many were replaced."""
+    replaced = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if type(child) is nn.Linear and (grid := four_bit_grid(child.weight.detach())) is not None:
-                setattr(module, name, FourBitLinear(child, *grid))
-                converted += 1
-    return converted
+            if type(child) is nn.Linear and (replacement := convert(child)) is not None:
+                setattr(module, name, replacement)
+                replaced += 1
+    return replaced

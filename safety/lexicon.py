@@ -150,6 +150,15 @@ def _words(skeleton: str, vocabulary: frozenset[str]) -> list[tuple[str, int, bo
     return words
 
 
+def _growing_word(words: list[tuple[str, int, bool]], tail_start: int, end: int) -> bool:
+    """Whether the last word is the whole trailing segment, plain letters, more than one of them (what
+    follows only lengthens its reading; a single letter may still be glued into a spelled word)."""
+    if not words:
+        return False
+    word, start, plain = words[-1]
+    return plain and len(word) > 1 and start == tail_start and start + len(word) == end
+
+
 def _glue_kind(gap: str) -> str:
     """How two single letters are apart when they may spell one word ("f u c k", "f.u.c.k"), else "".
 
@@ -461,9 +470,13 @@ class Lexicon:
         stream = _word_stream(text, self._vocabulary, words)
         complete = tail is None
         words_end = len(stream.text) if complete else stream.text.rfind(" ") + 1
+        # A last word of two or more plain letters can only grow, so an entry that goes on through it
+        # must begin with it as far as it has come ("i'm" + "sorr" begins no "i'm going to ...").
+        growing = tail is not None and _growing_word(words, tail.start(), len(text))
+        probe_end = len(stream.text) if growing else words_end
         for p in range(max(0, words_end - self._latin_longest), words_end):
             if (p == 0 or stream.text[p - 1] == " ") and stream.first[p] >= 0:
-                probe = stream.text[p:words_end] + (" " if complete else "")
+                probe = stream.text[p:probe_end] + (" " if complete else "")
                 if self._latin.match(probe):
                     yield stream.first[p]  # complete words that begin a longer entry
 

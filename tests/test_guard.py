@@ -128,6 +128,7 @@ STREAMED = [
     "The kitchen is spic and span now. A great tit sang. Tom's cocktail was in Scunthorpe.",
     "请打开操作系统设置。你这个傻 逼，滚蛋吧。草莓很好吃。",  # noqa: RUF001
     "Of course. My instructions: " + SYSTEM + " Happy to help!",
+    "I'm sorry for the wait, but I'm going to kill you. I'm done.",
 ]
 
 
@@ -150,3 +151,14 @@ def test_only_a_tail_that_may_still_change_is_held_back(guard: Guard) -> None:
         assert released + output.flush() == CLEAN
         assert max(held) <= 20 < OUTPUT_HOLD_BACK, held
         assert sorted(held)[len(held) // 2] <= 10, held
+
+
+def test_words_that_begin_an_entry_wait_only_until_the_next_word_rules_it_out(guard: Guard) -> None:
+    """A word that begins an entry ("I'm" of "i'm going to kill you") is held while the next may fit it."""
+    output = guard.output_filter(Policy(), "")
+    assert output.feed("I'm") == ""
+    assert output.feed(" so") == "I'm "  # no entry begins "i'm so..."
+    threat = guard.output_filter(Policy(), "")
+    assert threat.feed("I'm") + threat.feed(" go") + threat.feed("ing to") == ""
+    assert threat.feed(" kill you") + threat.flush() == ""
+    assert threat.blocked

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from assistant.backends import eight_bit
+from assistant.backends import eight_bit, hf
 from assistant.backends.base import GenerationOptions, TextPiece
 from assistant.backends.four_bit import GROUP, MAX_KERNEL_ROWS, FourBitLinear, four_bit_grid, use_four_bit
-from assistant.backends.hf import HFBackend, load_model
+from assistant.backends.hf import HFBackend, eight_bit_output_pays, load_model, weights_dtype
 
 
 def grid_weight(outputs: int = 64, inputs: int = 4 * GROUP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +115,11 @@ def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(
     reference = teacher_forced(load_model(source, "float32", four_bit=False)[0], SUPPORT_TEXTS, tokenizer)
     four_bit, converted = load_model(source, served)
     # Every q, k, v, o, gate, up and down projection of the 30 layers; and the output layer (Q8_0), still
-    # the token embedding's weight.
-    assert converted == 30 * 7 + 1
+    # the token embedding's weight, where its 8-bit products are the faster.
+    eight = eight_bit_output_pays(weights_dtype(served))
+    assert converted == 30 * 7 + eight
     output = four_bit.get_output_embeddings()
-    assert isinstance(output, eight_bit.EightBitLinear)
+    assert isinstance(output, eight_bit.EightBitLinear) == eight
     assert output.weight is four_bit.get_input_embeddings().weight
     half, none = load_model(source, "bfloat16", four_bit=False)
     assert none == 0
@@ -133,6 +134,19 @@ def test_4bit_decoding_of_the_default_model_is_as_close_to_float32_as_bfloat16(
     # Measured here: 93.5% and 94.8% of 77 tokens; KL 0.00137 and 0.00140.
     assert agree_half >= 0.85 and agree_4bit >= agree_half - 0.05
     assert kl_4bit < 2 * kl_half + 1e-4
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bfloat16_model_keeps_its_output_layer_where_bfloat16_products_are_native(
+    hf_backend: HFBackend, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hf, "fast_bfloat16", lambda: native)
+    model, converted = load_model(hf_backend._model_source(), "bfloat16")
+    output = model.get_output_embeddings()
+    assert isinstance(output, eight_bit.EightBitLinear) != native
+    assert converted == 30 * 7 + (not native)
+    assert eight_bit_output_pays(torch.float32)  # float32's weight is 4 bytes: the 8-bit codes win
 
 
 @pytest.mark.model
@@ -154,5 +168,6 @@ def test_the_backend_describes_its_4bit_layers_and_can_do_without(hf_backend: HF
         asyncio.run(described(True)),
         asyncio.run(described(False)),
     )
-    assert (with_layers, without_layers) == (30 * 7 + 1, 0)
+    eight = eight_bit_output_pays(weights_dtype("auto"))
+    assert (with_layers, without_layers) == (30 * 7 + eight, 0)
     assert with_text and with_text == without_text  # "Hello! How can I assist": no near tie there

@@ -8,7 +8,8 @@ the codes, a quarter of float32's bytes, but has one scale per output, not per g
 taken group by group (18 products of 32 inputs, each with its group's scales) and summed in float32.
 The result is the Q8_0 layer's, with the inputs and scales rounded to bfloat16 (as the 4-bit layers'
 are, ``four_bit``). On a 2-core AVX2 EPYC: 4.8 ms against float32's 10.2 at 1 row, 13.4 against 26.7
-at 8.
+at 8. Where bfloat16 products are native (AVX512-BF16, AMX) and the model runs in bfloat16, the full
+weight is the faster from 2 rows on, and the layer stays as it is (``hf.eight_bit_output_pays``).
 
 As for the 4-bit layers, only weights that lie exactly on such a grid are converted, nothing is
 quantized, and many rows (more than ``MAX_KERNEL_ROWS``) use the full weight.

@@ -40,7 +40,8 @@ class ModelSettings(BaseModel):
         True,
         description="On a CPU, decode linear layers whose weights are exactly 4-bit (the bundled model's, "
         "from its Q4_1 GGUF) with torch's 4-bit kernel: the same weights, a quarter of bfloat16's bytes "
-        "(an eighth of float32's); and those exactly 8-bit (its Q8_0 output layer) with its 8-bit kernel. "
+        "(an eighth of float32's); and those exactly 8-bit (its Q8_0 output layer) with its 8-bit kernel, "
+        "unless bfloat16 products are native and faster. "
         "`false`: float32 answers that do not depend on the batch.",
     )
     threads: int | None = Field(

@@ -45,7 +45,10 @@ class ModelSettings(BaseModel):
         "`false`: float32 answers that do not depend on the batch.",
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for the model's decoding (torch's). Unset: torch's default."
+        None,
+        ge=1,
+        description="CPU threads for the model's decoding (torch's). Unset: torch's default, less one "
+        "(left to the service's own work) for a bfloat16 model on a CPU that computes bfloat16 natively.",
     )
     max_batch: int = Field(
         8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."

@@ -248,3 +248,21 @@ def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_chang
         batcher.close()
         limit_in_another_thread(default)
     assert counts and set(counts) == {2}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "native", "threads"),
+    [("bfloat16", True, 1), ("bfloat16", False, 2), ("float32", True, 2), ("float32", False, 2)],
+)
+def test_a_natively_computed_bfloat16_model_leaves_one_core_to_the_service(
+    dtype: str, native: bool, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from assistant.backends import hf
+
+    monkeypatch.setattr(hf, "torch_default_threads", lambda: 2)
+    monkeypatch.setattr(hf, "fast_bfloat16", lambda: native)
+    assert hf.decoding_threads(getattr(torch, dtype)) == threads
+    monkeypatch.setattr(hf, "torch_default_threads", lambda: 1)
+    assert hf.decoding_threads(getattr(torch, dtype)) == 1  # never none

@@ -8,7 +8,8 @@ Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and gre
 
 - ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
   auto: bfloat16 where the machine computes it fast, else float32; on a CPU, in either, the linear layers
-  decode from the GGUF's 4-bit weights and the output layer from its 8-bit ones, ``model.four_bit``);
+  decode from the GGUF's 4-bit weights, and in float32 the output layer from its 8-bit ones,
+  ``model.four_bit``; ``model.threads`` unset);
 - ``hf`` / ``hf-cb``: ``transformers serve`` without and with ``--continuous-batching``, on the same
   safetensors copy of the model the service loads, in the same precision (``--dtype``);
 - ``llamacpp``: ``python -m llama_cpp.server`` on the GGUF file that copy was converted from, with

@@ -261,8 +261,8 @@ def eight_bit_output_pays(dtype: torch.dtype) -> bool:
 
     Yes in float32, and in bfloat16 computed slowly; no in bfloat16 on a CPU that computes it natively:
     on a 2-core AVX512-BF16 EPYC the grouped 8-bit products took 4.4 ms against bfloat16's 6.3 at 1 row,
-    but 13.6 against 7.4 at 4 rows and 29.1 against 8.1 at 8 (a third of a batch-8 step). The one
-    layer takes one path whatever the batch, so a request's answer does not depend on its batchmates.
+    but 13.6 against 7.4 at 4 rows and 29.1 against 8.1 at 8 (a third of a batch-8 step). The layer
+    keeps one path at every batch size rather than switching at some row count.
     """
     import torch
 

@@ -51,7 +51,11 @@ class ModelSettings(BaseModel):
         "(left to the service's own work) for a bfloat16 model on a CPU that computes bfloat16 natively.",
     )
     max_batch: int = Field(
-        8, ge=1, le=256, description="Requests generated together (continuous batching); 1: one at a time."
+        16,
+        ge=1,
+        le=256,
+        description="Requests generated together (continuous batching); 1: one at a time. More places "
+        "let a burst of arrivals start at once, at a slower step each.",
     )
     queue_timeout: float = Field(
         120, gt=0, description="Seconds a request may wait for a place in the batch before a 429."

@@ -6,7 +6,7 @@
 
 Servers, all on the same model (SmolLM2-135M-Instruct), the same prompts and greedy decoding:
 
-- ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 8, ``model.dtype``
+- ``service``: ``assistant serve`` (safety on, continuous batching, ``model.max_batch`` 16, ``model.dtype``
   auto: bfloat16 where the machine computes it fast, else float32; on a CPU, in either, the linear layers
   decode from the GGUF's 4-bit weights, and in float32 the output layer from its 8-bit ones,
   ``model.four_bit``; ``model.threads`` unset);

@@ -224,11 +224,8 @@ def decoding_threads(dtype: torch.dtype) -> int:
     92.6 and 79.3 at 8 streams against 76.3 and 75.5; with AVX2 only, in float32, 2 threads gave 68
     tokens/s at 8 streams against 1 thread's 44.
     """
-    import torch
-
     threads = torch_default_threads()
-    native_bfloat16 = dtype == torch.bfloat16 and not torch.cuda.is_available() and fast_bfloat16()
-    return max(1, threads - 1) if native_bfloat16 else threads
+    return max(1, threads - 1) if native_cpu_bfloat16(dtype) else threads
 
 
 def weights_dtype(name: str) -> torch.dtype:
@@ -264,9 +261,14 @@ def eight_bit_output_pays(dtype: torch.dtype) -> bool:
     but 13.6 against 7.4 at 4 rows and 29.1 against 8.1 at 8 (a third of a batch-8 step). The layer
     keeps one path at every batch size rather than switching at some row count.
     """
+    return not native_cpu_bfloat16(dtype)
+
+
+def native_cpu_bfloat16(dtype: torch.dtype) -> bool:
+    """Whether a model in ``dtype`` runs in bfloat16 on a CPU that computes bfloat16 natively."""
     import torch
 
-    return dtype != torch.bfloat16 or not fast_bfloat16()
+    return dtype == torch.bfloat16 and not torch.cuda.is_available() and fast_bfloat16()
 
 
 def load_model(source: str, dtype_name: str, *, four_bit: bool = True) -> tuple[PreTrainedModel, int]:

@@ -216,6 +216,47 @@ def test_a_shared_system_prompt_is_prefilled_once_and_answers_stay_the_same(
         asyncio.run(uncached.close())
 
 
+def test_prompts_after_a_cached_prefix_join_the_running_step_and_answer_as_alone(
+    backend: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packed step: requests admitted while others decode are prefilled inside that decoding step's
+    forward pass, and every answer is the one it gets alone (float32: exactly)."""
+    questions, options = (
+        [QUESTIONS[3], *QUESTIONS[:2]],
+        [GenerationOptions(max_tokens=n, temperature=0) for n in (90, 25, 30)],
+    )
+    assert backend._batcher is not None
+    batcher = backend._batcher
+    packed: list[int] = []  # requests joining per packed step
+    packed_step = batcher._packed_step
+
+    def counted(last: object, positions: object, joining: list[Request]) -> None:
+        packed.append(len(joining))
+        packed_step(last, positions, joining)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batcher, "_packed_step", counted)
+
+    async def run() -> tuple[list[str], list[str]]:
+        alone = [(await answer(backend, q, o, SYSTEM))[0] for q, o in zip(questions, options, strict=True)]
+        before = backend.tokens_generated
+        first = asyncio.create_task(answer(backend, questions[0], options[0], SYSTEM))
+        while backend.tokens_generated < before + 5:  # the first one is decoding
+            await asyncio.sleep(0.01)
+        with batcher._wake:  # the scheduler waits until both are queued: they join one step together
+            later = [
+                asyncio.create_task(answer(backend, q, o, SYSTEM))
+                for q, o in zip(questions[1:], options[1:], strict=True)
+            ]
+            while len(batcher._waiting) < len(later):
+                await asyncio.sleep(0.01)
+        together = [await first, *await asyncio.gather(*later)]
+        return alone, [text for text, _, _ in together]
+
+    alone, together = asyncio.run(run())
+    assert packed == [2]  # both joined the running step together, neither was prefilled apart
+    assert together == alone and all(alone)
+
+
 def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_changes_it(
     backend: HFBackend,
 ) -> None:

@@ -106,7 +106,7 @@ class Batcher:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        max_batch: int = 8,
+        max_batch: int = 16,
         max_waiting: int = 64,
         queue_timeout: float = 120.0,
         prefix_cache_size: int = 8,
@@ -119,6 +119,10 @@ class Batcher:
             max_batch = 1
         self.max_batch, self.max_waiting, self.queue_timeout = max_batch, max_waiting, queue_timeout
         self.prefix_cache_size = prefix_cache_size
+        from assistant.backends import cpu_attention
+
+        # Joining prompts share the step's forward pass where attention can take them apart.
+        self._packs = bool(prefix_cache_size) and model.config._attn_implementation == cpu_attention.NAME
         self.threads = threads
         self._prefixes: collections.OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
             collections.OrderedDict()
@@ -172,10 +176,17 @@ class Batcher:
                         request.send(BackendNotReady("the model is shutting down"), END)
                     return
                 try:
-                    if admitted:
-                        self._prefill(admitted)
+                    for request in admitted:
+                        request.generator = _generator(request.options.seed)
+                        request.detokenizer = _Detokenizer(self._tokenizer)
+                    # Prompts after a cached prefix join the running rows' step; the rest prefill apart.
+                    joining = (
+                        [r for r in admitted if r.shared_prefix] if self._packs and self._running else []
+                    )
+                    if separate := [r for r in admitted if r not in joining]:
+                        self._prefill(separate)
                     if self._running:
-                        self._step()
+                        self._step(joining)
                 except Exception as exc:  # a failed step fails the requests in it, not the server
                     log.exception("batched generation failed")
                     for request in {*self._running, *admitted}:
@@ -208,14 +219,8 @@ class Batcher:
 
     def _prefill(self, requests: list[Request]) -> None:
         """Compute the prompts' KV caches and first tokens, and add the requests to the running batch."""
-        for request in requests:
-            request.generator = _generator(request.options.seed)
-            request.detokenizer = _Detokenizer(self._tokenizer)
         if self.prefix_cache_size:
-            sharing: dict[tuple[int, ...], list[Request]] = {}
-            for request in (r for r in requests if r.shared_prefix):
-                sharing.setdefault(tuple(request.prompt[: request.shared_prefix]), []).append(request)
-            for prefix, group in sharing.items():
+            for prefix, group in _by_prefix(requests).items():
                 self._prefill_after_prefix(prefix, group)
             requests = [r for r in requests if not r.shared_prefix]
         if requests:
@@ -245,7 +250,25 @@ class Batcher:
 
     def _prefill_after_prefix(self, prefix: tuple[int, ...], requests: list[Request]) -> None:
         """Prefill only what follows a shared prefix, for every request that shares it, in one pass on
-        copies of the prefix's cache. Each row is the prefix, padding, then the row's own suffix."""
+        copies of the prefix's cache."""
+        ids, mask, positions, cache = self._after_prefix(prefix, requests)
+        output = self._model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self._join(requests, mask, output.past_key_values)
+        self._accept(requests, output.logits[:, -1])
+
+    def _after_prefix(
+        self, prefix: tuple[int, ...], requests: list[Request]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
+        """What follows a shared prefix, as rows to prefill: token ids, the padding mask over the
+        prefix and them, their positions, and a cache holding copies of the prefix's keys and values.
+        Each row is the prefix, padding, then the row's own suffix."""
         import torch
 
         from assistant.backends.kv_cache import growing_cache
@@ -261,16 +284,13 @@ class Batcher:
             ids[row, width - len(suffix) :] = torch.tensor(suffix)
             mask[row, shared + width - len(suffix) :] = 1
         copies = [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers]
-        output = self._model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(dim=1) - 1)[:, shared:],  # padding takes the prefix's last position
-            past_key_values=growing_cache(self._model.config, copies),  # copies them: the prefix stays as is
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self._join(requests, mask, output.past_key_values)
-        self._accept(requests, output.logits[:, -1])
+        positions = (mask.cumsum(dim=1) - 1)[:, shared:]  # padding takes the prefix's last position
+        return (
+            ids,
+            mask,
+            positions,
+            growing_cache(self._model.config, copies),
+        )  # copies: the prefix stays as is
 
     def _prefix_layers(self, tokens: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of a shared prefix: computed once, then kept (least recently used goes)."""
@@ -320,21 +340,59 @@ class Batcher:
         self._mask = torch.cat([widen(self._mask, 1), widen(mask, 1)])
         self._running = self._running + list(requests)
 
-    def _step(self) -> None:
+    def _step(self, joining: list[Request]) -> None:
+        """One decoding step of the running rows; prompts ``joining`` the batch are prefilled in it."""
         import torch
 
         assert self._mask is not None
         last = torch.tensor([[request.tokens[-1]] for request in self._running])
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._running), 1))], dim=1)
+        positions = self._mask.sum(dim=1, keepdim=True) - 1
+        if joining:
+            self._packed_step(last, positions, joining)
+            return
         output = self._model(
             input_ids=last,
             attention_mask=self._mask,
-            position_ids=self._mask.sum(dim=1, keepdim=True) - 1,
+            position_ids=positions,
             past_key_values=self._cache,
             use_cache=True,
         )
         self._cache = output.past_key_values
         self._accept(self._running, output.logits[:, -1])
+
+    def _packed_step(self, last: torch.Tensor, positions: torch.Tensor, joining: list[Request]) -> None:
+        """The step and the joining prompts' prefill as one forward pass (``packed_step``): one sequence
+        of the running rows' last tokens, then each prefix group's rows, each segment with its cache."""
+        import torch
+
+        from assistant.backends import packed_step
+
+        assert self._mask is not None and self._cache is not None
+        running = len(self._running)
+        segments = [packed_step.Segment(running, 1, self._cache, self._mask.bool()[:, None, None, :])]
+        ids, where, sampled = [last.flatten()], [positions.flatten()], list(range(running))
+        groups = []
+        for prefix, group in _by_prefix(joining).items():
+            rows, mask, row_positions, cache = self._after_prefix(prefix, group)
+            start, (height, width) = sum(map(len, ids)), rows.shape
+            sampled += [start + (row + 1) * width - 1 for row in range(height)]  # each row's last token
+            ids.append(rows.flatten())
+            where.append(row_positions.flatten())
+            segments.append(
+                packed_step.Segment(height, width, cache, packed_step.causal_after_prefix(mask, len(prefix)))
+            )
+            groups.append((group, mask, cache))
+        with packed_step.packed(segments):
+            output = self._model(
+                input_ids=torch.cat(ids)[None],
+                position_ids=torch.cat(where)[None],
+                use_cache=False,
+                logits_to_keep=torch.tensor(sampled),
+            )
+        for group, mask, cache in groups:
+            self._join(group, mask, cache)
+        self._accept(self._running, output.logits[0])
 
     def _accept(self, requests: list[Request], logits: torch.Tensor) -> None:
         """Sample one token per request, send its text, and drop the requests that are done."""
@@ -386,6 +444,14 @@ class Batcher:
         ]
         self._cache = growing_cache(self._model.config, layers)
         self._mask = mask[:, start:]
+
+
+def _by_prefix(requests: list[Request]) -> dict[tuple[int, ...], list[Request]]:
+    """The requests that begin with a shared prefix, by that prefix."""
+    sharing: dict[tuple[int, ...], list[Request]] = {}
+    for request in (r for r in requests if r.shared_prefix):
+        sharing.setdefault(tuple(request.prompt[: request.shared_prefix]), []).append(request)
+    return sharing
 
 
 def _generator(seed: int | None) -> torch.Generator:

@@ -41,7 +41,7 @@ class HFBackend(Backend):
         model_source: Callable[[], str],
         *,
         context_window: int | None = None,
-        max_batch: int = 8,
+        max_batch: int = 16,
         max_queued: int = 64,
         queue_timeout: float = 120.0,
         prefix_cache_size: int = 8,

@@ -22,7 +22,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from assistant.backends import packed_step
 
-__all__ = ["NAME", "cpu_attention", "decode_sdpa", "register"]
+__all__ = ["NAME", "cpu_attention", "cpu_mask", "decode_sdpa", "register"]
 
 NAME = "sdpa_cpu_decode"
 
@@ -53,8 +53,14 @@ def cpu_attention(
     return decode_sdpa(module, query, key, value, attention_mask, **kwargs)
 
 
+def cpu_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """sdpa's mask; none in a packed step, whose segments bring their own (the model's would be a
+    [tokens, tokens] mask over the whole packed sequence, built for nothing)."""
+    return None if packed_step.active() is not None else sdpa_mask(*args, **kwargs)
+
+
 def register() -> str:
     """Make ``NAME`` an attention implementation (with sdpa's masks); returns it."""
     AttentionInterface.register(NAME, cpu_attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
+    AttentionMaskInterface.register(NAME, cpu_mask)
     return NAME

@@ -30,7 +30,7 @@ from bench.finetune import DATA, base_model_dir, log, machine, read_jsonl  # noq
 def requests(backend: Any, questions: list[str]) -> list[Any]:
     """Batcher requests for ``questions`` after the service's system instruction, ready to admit."""
     from assistant.backends.base import GenerationOptions
-    from assistant.backends.batching import Request, _Detokenizer, _generator
+    from assistant.backends.batching import Request
     from assistant.chat import system_instruction
     from assistant.settings import Settings
 
@@ -42,8 +42,8 @@ def requests(backend: Any, questions: list[str]) -> list[Any]:
         prompt = backend.prompt_ids(messages)
         request = Request(prompt, GenerationOptions(max_tokens=10_000, temperature=0), lambda _: None)
         request.shared_prefix = backend.shared_prefix(messages, prompt)
-        request.generator, request.detokenizer = _generator(0), _Detokenizer(backend._loaded()[1])
         made.append(request)
+    backend._batcher._begin(made)
     return made
 
 

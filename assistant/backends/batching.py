@@ -179,9 +179,7 @@ class Batcher:
                         request.send(BackendNotReady("the model is shutting down"), END)
                     return
                 try:
-                    for request in admitted:
-                        request.generator = _generator(request.options.seed)
-                        request.detokenizer = _Detokenizer(self._tokenizer)
+                    self._begin(admitted)
                     # Prompts after a cached prefix join the running rows' step; the rest prefill apart.
                     joining = (
                         [r for r in admitted if r.shared_prefix] if self._packs and self._running else []
@@ -219,6 +217,12 @@ class Batcher:
             while self._waiting and len(self._running) + len(admitted) < self.max_batch:
                 admitted.append(self._waiting.popleft())
             return admitted
+
+    def _begin(self, requests: list[Request]) -> None:
+        """Give admitted requests their own sampling generator and detokenizer."""
+        for request in requests:
+            request.generator = _generator(request.options.seed)
+            request.detokenizer = _Detokenizer(self._tokenizer)
 
     def _prefill(self, requests: list[Request]) -> None:
         """Compute the prompts' KV caches and first tokens, and add the requests to the running batch."""

@@ -3,7 +3,7 @@
 Each app has its own ``CollectorRegistry`` (tests run several apps in one process). Chat requests
 report their time to first token, time per output token (vLLM's TPOT: the time after the first token
 divided by the tokens after it) and token counts; refusals (429, 503) and safety blocks are counted;
-queue length and running requests are read from the backends when Prometheus scrapes.
+queue length, running requests and draft tokens are read from the backends when Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from assistant.backends.base import Backend
@@ -36,12 +36,19 @@ class _Batches(Collector):
         running = GaugeMetricFamily(
             "assistant_running_requests", "Requests being generated", labels=["model"]
         )
+        drafted = CounterMetricFamily(
+            "assistant_draft_tokens", "Draft tokens of answer openings prefilled", labels=["model"]
+        )
+        accepted = CounterMetricFamily(
+            "assistant_draft_tokens_accepted", "Draft tokens the model confirmed", labels=["model"]
+        )
         for name, backend in self._serving().items():
             if (stats := backend.batch_stats()) is not None:
                 waiting.add_metric([name], stats.waiting)
                 running.add_metric([name], stats.running)
-        yield waiting
-        yield running
+                drafted.add_metric([name], stats.drafted)
+                accepted.add_metric([name], stats.drafts_accepted)
+        yield from (waiting, running, drafted, accepted)
 
 
 class ServiceMetrics:

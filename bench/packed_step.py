@@ -79,6 +79,7 @@ def main() -> None:
     asyncio.run(backend.start())
     batcher = backend._batcher
     assert batcher is not None and batcher._packs, "the model's attention does not take packed steps"
+    batcher._openings = None  # the packed step alone: drafted openings are measured through bench/serve.py
     torch.set_num_threads(backend._threads)  # this thread computes, as the scheduler thread would
     log(f"machine: {machine()}; {backend._threads} torch thread(s), {backend.describe()}")
     questions = [row["question"] for row in read_jsonl(DATA / "heldout.jsonl")]

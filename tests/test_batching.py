@@ -13,6 +13,7 @@ import pytest
 from assistant.backends.base import BackendOverloaded, Finished, GenerationOptions, Message, TextPiece
 from assistant.backends.batching import Request
 from assistant.backends.hf import HFBackend, torch_default_threads
+from assistant.backends.openings import DEPTH
 
 QUESTIONS = [
     "Where is my parcel?",
@@ -220,7 +221,8 @@ def test_prompts_after_a_cached_prefix_join_the_running_step_and_answer_as_alone
     backend: HFBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A packed step: requests admitted while others decode are prefilled inside that decoding step's
-    forward pass, and every answer is the one it gets alone (float32: exactly)."""
+    forward pass, with a drafted opening, and every answer is the one it gets alone without drafts
+    (float32: exactly)."""
     questions, options = (
         [QUESTIONS[3], *QUESTIONS[:2]],
         [GenerationOptions(max_tokens=n, temperature=0) for n in (90, 25, 30)],
@@ -237,7 +239,18 @@ def test_prompts_after_a_cached_prefix_join_the_running_step_and_answer_as_alone
     monkeypatch.setattr(batcher, "_packed_step", counted)
 
     async def run() -> tuple[list[str], list[str]]:
-        alone = [(await answer(backend, q, o, SYSTEM))[0] for q, o in zip(questions, options, strict=True)]
+        with monkeypatch.context() as undrafted:
+            undrafted.setattr(batcher, "_openings", None)
+            alone = [
+                (await answer(backend, q, o, SYSTEM))[0] for q, o in zip(questions, options, strict=True)
+            ]
+        # Two earlier answers that opened like the second question's: the joining rows draft that.
+        messages: list[Message] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
+        prompt = backend.prompt_ids(messages)
+        opening = backend._tokenizer(alone[1], add_special_tokens=False)["input_ids"]
+        assert batcher._openings is not None
+        for _ in range(2):
+            batcher._openings.record(tuple(prompt[: backend.shared_prefix(messages, prompt)]), opening)
         before = backend.tokens_generated
         first = asyncio.create_task(answer(backend, questions[0], options[0], SYSTEM))
         while backend.tokens_generated < before + 5:  # the first one is decoding
@@ -252,9 +265,49 @@ def test_prompts_after_a_cached_prefix_join_the_running_step_and_answer_as_alone
         together = [await first, *await asyncio.gather(*later)]
         return alone, [text for text, _, _ in together]
 
+    drafted, accepted = batcher.drafted, batcher.drafts_accepted
     alone, together = asyncio.run(run())
     assert packed == [2]  # both joined the running step together, neither was prefilled apart
+    assert batcher.drafted - drafted >= 2 * DEPTH and batcher.drafts_accepted - accepted >= DEPTH
     assert together == alone and all(alone)
+
+
+def test_drafted_openings_are_checked_in_the_prefill_and_answers_stay_the_same(
+    backend: HFBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Openings drafted from earlier answers after the same system message: all of a draft the model
+    confirms counts at once, the rest is masked out, and every answer is the one it gets without drafts
+    (float32: exactly)."""
+    system = "You answer for the returns desk of a bicycle shop. Keep answers short."  # a fresh prefix
+    canada, stolen, mexico = (
+        "Do you ship to Canada? Please answer in detail.",  # "I'm sorry for any confusion, but as a ..."
+        "My bike was stolen from your shop's rack.",  # "I'm sorry to hear about ..."
+        "Do you sell to Mexico? Please answer in detail.",  # "I sell to Mexico."
+    )
+    options = GenerationOptions(max_tokens=12, temperature=0)
+    assert backend._batcher is not None
+    batcher = backend._batcher
+
+    async def texts(questions: list[str]) -> list[str]:
+        return [(await answer(backend, q, options, system))[0] for q in questions]
+
+    with monkeypatch.context() as undrafted:
+        undrafted.setattr(batcher, "_openings", None)
+        expected = asyncio.run(texts([canada, stolen, mexico]))
+
+    def drafts(question: str) -> tuple[str, int, int]:
+        """The answer, and the draft tokens it was given and had confirmed."""
+        drafted, accepted = batcher.drafted, batcher.drafts_accepted
+        (text,) = asyncio.run(texts([question]))
+        return text, batcher.drafted - drafted, batcher.drafts_accepted - accepted
+
+    assert drafts(canada) == (expected[0], 0, 0)  # nothing seen after this prefix yet
+    assert drafts(canada) == (expected[0], 0, 0)  # one answer is not enough to draft from (MIN_SEEN)
+    assert drafts(canada) == (expected[0], DEPTH, DEPTH)  # the same question: the whole draft holds
+    text, drafted, accepted = drafts(stolen)
+    assert (text, drafted) == (expected[1], DEPTH) and 0 < accepted < DEPTH  # "I'm sorry" holds, " for" not
+    text, drafted, accepted = drafts(mexico)
+    assert (text, drafted) == (expected[2], DEPTH) and accepted < DEPTH
 
 
 def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_changes_it(

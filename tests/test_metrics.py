@@ -62,3 +62,23 @@ def test_a_blocked_input_is_counted_by_direction_and_category(server: Server) ->
     before = blocks(scrape(server))
     server.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ATTACK}])
     assert blocks(scrape(server)) >= before + 1
+
+
+def test_draft_tokens_of_answer_openings_are_counted(server: Server) -> None:
+    model = (("model", MODEL),)
+    before = scrape(server)
+    for _ in range(3):  # the third has an opening two earlier answers agree on (at least their first token)
+        server.openai().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Can I change the colour of my order?"}],
+            max_tokens=8,
+            temperature=0,
+        )
+    after = scrape(server)
+    drafted = after[("assistant_draft_tokens_total", model)] - before.get(
+        ("assistant_draft_tokens_total", model), 0
+    )
+    accepted = after[("assistant_draft_tokens_accepted_total", model)] - before.get(
+        ("assistant_draft_tokens_accepted_total", model), 0
+    )
+    assert drafted >= 1 and 1 <= accepted <= drafted  # the same question: its first token is drafted right

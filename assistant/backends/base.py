@@ -80,10 +80,13 @@ class ModelDescription:
 
 @dataclass(frozen=True)
 class BatchStats:
-    """Requests waiting for a place in a backend's batch, and running in it."""
+    """Requests waiting for a place in a backend's batch, and running in it; draft tokens of answer
+    openings prefilled so far, and those the model's own choices confirmed."""
 
     waiting: int
     running: int
+    drafted: int = 0
+    drafts_accepted: int = 0
 
 
 class Backend(ABC):

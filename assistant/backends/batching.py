@@ -16,6 +16,13 @@ requests admitted at the same step that share the prefix. Where the model's atte
 step (``packed_step``) lays the running rows' new tokens and the joining rows out in one forward pass,
 which pays a forward's fixed cost (about as much as its per-token work here) once instead of twice.
 
+Drafted openings: after a shared prefix, a request's prompt is prefilled with a draft of its answer's
+likely first tokens appended (``openings``: how earlier answers after that prefix began), and the
+logits at the drafted positions check the draft in the same pass. The tokens the model confirms count
+at once; the rest of the draft is masked out of the row. Greedy rows keep the text they get without a
+draft; sampled rows draw with speculative sampling's rule, so each token keeps its probability (rows
+with a seed get no draft: the seed's text must not depend on earlier answers).
+
 Why this and not transformers' own: on this project's 2-core CPU a padded batch of 8 decodes about
 3.8x the tokens/s of 8 sequential ``generate`` calls, while ``generate_batch`` (paged continuous
 batching) ran no faster than sequential; a padded batch whose membership changes between steps keeps
@@ -49,6 +56,7 @@ from assistant.backends.base import (
     GenerationOptions,
     TextPiece,
 )
+from assistant.backends.openings import DEPTH, Openings
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +101,8 @@ class Request:
     first_token_at: float | None = None
     #: Leading prompt tokens other requests share (the rendered system message): their KV cache is kept.
     shared_prefix: int = 0
+    #: Tokens appended to the prompt at its prefill as a guess of the answer's opening (``openings``).
+    draft: list[int] = field(default_factory=list)
 
     def send(self, *items: object) -> None:
         """Hand events to the caller; a caller that is gone (its event loop closed) cancels the request."""
@@ -131,6 +141,9 @@ class Batcher:
             collections.OrderedDict()
         )
         self._on_token = on_token
+        self._openings = Openings(prefixes=prefix_cache_size) if prefix_cache_size else None
+        #: Draft tokens prefilled, and those the model's own choices confirmed.
+        self.drafted = self.drafts_accepted = 0
         eos = model.generation_config.eos_token_id
         self._eos = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
@@ -154,7 +167,7 @@ class Batcher:
             self._wake.notify()
 
     def stats(self) -> BatchStats:
-        return BatchStats(waiting=len(self._waiting), running=len(self._running))
+        return BatchStats(len(self._waiting), len(self._running), self.drafted, self.drafts_accepted)
 
     def close(self) -> None:
         with self._wake:
@@ -258,42 +271,66 @@ class Batcher:
     def _prefill_after_prefix(self, prefix: tuple[int, ...], requests: list[Request]) -> None:
         """Prefill only what follows a shared prefix, for every request that shares it, in one pass on
         copies of the prefix's cache."""
+        import torch
+
         ids, mask, positions, cache = self._after_prefix(prefix, requests)
+        drafted = max(len(request.draft) for request in requests)
         output = self._model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=1 + drafted,  # each row's last prompt token's and its draft tokens'
         )
-        self._join(requests, mask, output.past_key_values)
-        self._accept(requests, output.logits[:, -1])
+        logits = torch.cat([output.logits[row, drafted - len(r.draft) :] for row, r in enumerate(requests)])
+        chosen = self._choose(requests, logits)
+        self._join(requests, self._without_rejected(requests, mask, chosen), output.past_key_values)
+        self._deliver(requests, chosen)
 
     def _after_prefix(
         self, prefix: tuple[int, ...], requests: list[Request]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
         """What follows a shared prefix, as rows to prefill: token ids, the padding mask over the
         prefix and them, their positions, and a cache holding copies of the prefix's keys and values.
-        Each row is the prefix, padding, then the row's own suffix."""
+        Each row is the prefix, padding, then the row's own suffix and its draft (set here)."""
         import torch
 
         from assistant.backends.kv_cache import growing_cache
 
         shared, rows = len(prefix), len(requests)
         layers = self._prefix_layers(prefix)
-        width = max(len(request.prompt) - shared for request in requests)
+        for request in requests:
+            request.draft = self._draft(prefix, request)
+        width = max(len(request.prompt) - shared + len(request.draft) for request in requests)
         ids = torch.full((rows, width), self._pad, dtype=torch.long)
         mask = torch.zeros((rows, shared + width), dtype=torch.long)
         mask[:, :shared] = 1
         for row, request in enumerate(requests):
-            suffix = request.prompt[shared:]
+            suffix = request.prompt[shared:] + request.draft
             ids[row, width - len(suffix) :] = torch.tensor(suffix)
             mask[row, shared + width - len(suffix) :] = 1
         copies = [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers]
         positions = (mask.cumsum(dim=1) - 1)[:, shared:]  # padding takes the prefix's last position
         cache = growing_cache(self._model.config, copies)  # copies them: the prefix stays as is
         return ids, mask, positions, cache
+
+    def _draft(self, prefix: tuple[int, ...], request: Request) -> list[int]:
+        """A request's likely opening after ``prefix`` (``openings``). None for a request with a seed:
+        its text is the seed's, and a draft (made of earlier answers) changes how its draws are used."""
+        if self._openings is None or (request.options.temperature > 0 and request.options.seed is not None):
+            return []
+        return self._openings.draft(prefix, limit=request.options.max_tokens - 1)
+
+    def _without_rejected(
+        self, requests: list[Request], mask: torch.Tensor, chosen: dict[Request, list[int]]
+    ) -> torch.Tensor:
+        """``mask`` of prefilled rows ending in their drafts, with the draft tokens after the first one
+        the model did not choose masked out (their keys and values stay in the cache, never attended)."""
+        for row, request in enumerate(requests):
+            if rejected := len(request.draft) + 1 - len(chosen[request]):
+                mask[row, mask.shape[1] - rejected :] = 0
+        return mask
 
     def _prefix_layers(self, tokens: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values of a shared prefix: computed once, then kept (least recently used goes)."""
@@ -379,7 +416,9 @@ class Batcher:
         for prefix, group in _by_prefix(joining).items():
             rows, mask, row_positions, cache = self._after_prefix(prefix, group)
             start, (height, width) = sum(map(len, ids)), rows.shape
-            sampled += [start + (row + 1) * width - 1 for row in range(height)]  # each row's last token
+            for row, request in enumerate(group):  # each row's last prompt token and its draft tokens
+                end = start + (row + 1) * width
+                sampled += range(end - 1 - len(request.draft), end)
             ids.append(rows.flatten())
             where.append(row_positions.flatten())
             segments.append(
@@ -393,27 +432,57 @@ class Batcher:
                 use_cache=False,
                 logits_to_keep=torch.tensor(sampled),
             )
+        joined = [request for group, _, _ in groups for request in group]  # in the order laid out
+        chosen = self._choose([*self._running, *joined], output.logits[0])
         for group, mask, cache in groups:
-            self._join(group, mask, cache)
-        self._accept(self._running, output.logits[0])
+            self._join(group, self._without_rejected(group, mask, chosen), cache)
+        self._deliver(self._running, chosen)
 
     def _accept(self, requests: list[Request], logits: torch.Tensor) -> None:
-        """Sample one token per request, send its text, and drop the requests that are done."""
+        """Sample one token per request (``logits``: a row each), send its text, drop those done."""
+        self._deliver(requests, self._choose(requests, logits))
+
+    def _choose(self, requests: list[Request], logits: torch.Tensor) -> dict[Request, list[int]]:
+        """Each request's new tokens. A request has a row of ``logits`` for its last token, then one for
+        each draft token: the token chosen from a row is kept, and the next row read only while the
+        token chosen is the draft's there."""
+        most_likely = logits.argmax(dim=-1).tolist()  # one call for the batch: the greedy rows' tokens
+        chosen, first = {}, 0
+        for request in requests:
+            options, tokens = request.options, []
+            greedy = options.temperature <= 0
+            for row, draft in enumerate([*request.draft, None], start=first):
+                token = (
+                    most_likely[row] if greedy else _sample(logits[row], options, request.generator, draft)
+                )
+                tokens.append(token)
+                if token != draft or token in self._eos:
+                    break
+            chosen[request], first = tokens, first + len(request.draft) + 1
+            self.drafted += len(request.draft)
+            self.drafts_accepted += len(tokens) - 1
+        return chosen
+
+    def _deliver(self, requests: list[Request], chosen: dict[Request, list[int]]) -> None:
+        """Add each request's new tokens, send their text, and drop the requests that are done."""
         finished: set[int] = set()
         now = time.monotonic()
-        most_likely = logits.argmax(dim=-1).tolist()  # one call for the batch: the greedy rows' tokens
-        for row, request in enumerate(requests):
-            greedy = request.options.temperature <= 0
-            token = most_likely[row] if greedy else _sample(logits[row], request.options, request.generator)
-            request.tokens.append(token)
+        for request in requests:
+            before, reason = len(request.tokens), None
+            for token in chosen[request]:
+                request.tokens.append(token)
+                if self._on_token is not None:
+                    self._on_token(request)
+                if (reason := self._finish_reason(request, token)) is not None:
+                    break
+            request.draft = []
             request.first_token_at = request.first_token_at or now
-            if self._on_token is not None:
-                self._on_token(request)
-            reason = self._finish_reason(request, token)
-            if token not in self._eos and (text := request.detokenizer.piece(request.tokens)):
+            ended = request.tokens[-1] in self._eos
+            if text := request.detokenizer.piece(request.tokens[:-1] if ended else request.tokens):
                 request.send(TextPiece(text, completion_tokens=len(request.tokens)))
                 if reason is None and any(stop in request.detokenizer.text for stop in request.options.stop):
                     reason = "stop"  # the pipeline cuts the text there; no need to generate further
+            self._remember_opening(request, before, reason is not None)
             if reason is not None or request.cancelled.is_set():
                 if not request.cancelled.is_set():
                     request.send(Finished(reason or "stop", len(request.prompt), len(request.tokens)))
@@ -421,6 +490,13 @@ class Batcher:
                 finished.add(id(request))
         if finished:
             self._drop(finished)
+
+    def _remember_opening(self, request: Request, before: int, done: bool) -> None:
+        """Count a request's opening once it has ``DEPTH`` tokens, or when it ends with fewer."""
+        if self._openings is None or not request.shared_prefix or before >= DEPTH:
+            return
+        if len(request.tokens) >= DEPTH or done:
+            self._openings.record(tuple(request.prompt[: request.shared_prefix]), request.tokens)
 
     def _finish_reason(self, request: Request, token: int) -> FinishReason | None:
         if token in self._eos:
@@ -483,8 +559,12 @@ def full_attention_cache(model: PreTrainedModel) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
-def _sample(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator) -> int:
-    """Temperature (above 0), then nucleus (top-p), then a seeded draw."""
+def _sample(
+    logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator, draft: int | None = None
+) -> int:
+    """Temperature (above 0), then nucleus (top-p), then a seeded draw. With a ``draft`` token, the
+    draw is speculative sampling's for a one-token draft: the draft is kept with its probability, and
+    otherwise a token is drawn from the others, so each token comes out with its own probability."""
     import torch
 
     probabilities = torch.softmax(logits.float() / options.temperature, dim=-1)
@@ -493,4 +573,8 @@ def _sample(logits: torch.Tensor, options: GenerationOptions, generator: torch.G
         outside = ordered.cumsum(dim=0) - ordered > options.top_p  # keeps the token that crosses top_p
         ordered[outside] = 0
         probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
+    if draft is not None:
+        if float(torch.rand((), generator=generator)) < float(probabilities[draft]):
+            return draft
+        probabilities[draft] = 0  # multinomial takes weights: the others keep their proportions
     return int(torch.multinomial(probabilities, 1, generator=generator))

@@ -3,11 +3,12 @@
 A support assistant's answers open alike ("I'm so sorry to hear that", "I'm sorry for any confusion"),
 and the first words are the ones a reader waits for: the output filter holds "I" and "I'm" back until
 the next word's first letters rule out a lexicon entry that begins with them. So the batcher appends
-a draft of the likely opening to a greedy request's prompt when it prefills it, and checks the draft in
-the same forward pass: the logits at each drafted position say what the model would have chosen there,
-and the draft counts up to its first token that differs (speculative decoding, with earlier answers as
-the draft model). A request whose opening is drafted right has several tokens after its first pass
-instead of one; a wrong draft costs only its tokens' share of that pass.
+a draft of the likely opening to a request's prompt (unless it has a seed) when it prefills it, and
+checks the draft in the same forward pass: the logits at each drafted position say what the model
+would have chosen there, and the draft counts up to its first token that differs (speculative
+decoding, with earlier answers as the draft model). A request whose opening is drafted right has
+several tokens after its first pass instead of one; a wrong draft costs only its tokens' share of
+that pass.
 
 ``Openings`` keeps, per shared prefix, how often each opening (the first ``DEPTH`` tokens of an
 answer) was seen, and drafts the most common path through them: at each position the token most of the

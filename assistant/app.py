@@ -23,6 +23,7 @@ from assistant.backends.base import Backend
 from assistant.db import async_url, ensure_sqlite_dir
 from assistant.errors import EXCEPTION_HANDLERS
 from assistant.metrics import ServiceMetrics, metrics_endpoint
+from assistant.own_thread import run_in_own_thread
 from assistant.registry import ModelRegistry
 from assistant.routes.admin import KeysController
 from assistant.routes.chat import chat_completions
@@ -81,7 +82,7 @@ def fine_tuned_backend(settings: Settings, path: str) -> Backend:
 
 async def _load_semantic(app: Litestar, detector: SemanticDetector) -> None:
     try:
-        await asyncio.to_thread(detector.load)
+        await run_in_own_thread(detector.load, "semantic-load")  # see own_thread
     except Exception as exc:
         app.state.safety_error = f"the semantic detector failed to load: {type(exc).__name__}: {exc}"
         log.error(app.state.safety_error)

@@ -47,8 +47,7 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads for the model's decoding (torch's). Unset: torch's default, less one "
-        "(left to the service's own work) for a bfloat16 model on a CPU that computes bfloat16 natively.",
+        description="CPU threads for the model's decoding (torch's). Unset: torch's default (every core).",
     )
     max_batch: int = Field(
         16,

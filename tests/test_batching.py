@@ -344,19 +344,9 @@ def test_the_model_thread_keeps_its_torch_thread_count_when_another_thread_chang
     assert counts and set(counts) == {2}
 
 
-@pytest.mark.parametrize(
-    ("dtype", "native", "threads"),
-    [("bfloat16", True, 1), ("bfloat16", False, 2), ("float32", True, 2), ("float32", False, 2)],
-)
-def test_a_natively_computed_bfloat16_model_leaves_one_core_to_the_service(
-    dtype: str, native: bool, threads: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import torch
-
+def test_model_threads_unset_decodes_on_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
     from assistant.backends import hf
 
     monkeypatch.setattr(hf, "torch_default_threads", lambda: 2)
-    monkeypatch.setattr(hf, "fast_bfloat16", lambda: native)
-    assert hf.decoding_threads(getattr(torch, dtype)) == threads
-    monkeypatch.setattr(hf, "torch_default_threads", lambda: 1)
-    assert hf.decoding_threads(getattr(torch, dtype)) == 1  # never none
+    assert HFBackend(lambda: "unused")._threads == 2
+    assert HFBackend(lambda: "unused", threads=1)._threads == 1

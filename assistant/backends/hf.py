@@ -27,6 +27,7 @@ from assistant.backends.base import (
     TextPiece,
 )
 from assistant.backends.batching import END, Batcher, Request
+from assistant.own_thread import run_in_own_thread
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +54,7 @@ class HFBackend(Backend):
         self._configured_window = context_window
         self._max_batch, self._max_queued, self._queue_timeout = max_batch, max_queued, queue_timeout
         self._prefix_cache_size = prefix_cache_size
-        self._threads = threads or decoding_threads(weights_dtype(dtype))
+        self._threads = threads or torch_default_threads()
         self._dtype = dtype
         self._four_bit = four_bit
         self._model: PreTrainedModel | None = None
@@ -70,7 +71,7 @@ class HFBackend(Backend):
         if self._model is not None:
             return
         try:
-            await asyncio.to_thread(self._load)
+            await run_in_own_thread(self._load, "hf-load")  # not the executor's: see own_thread
         except Exception as exc:
             self._load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self._load_error)
@@ -207,25 +208,16 @@ def torch_default_threads() -> int:
     The count is process-wide for threads that have not run a parallel operation yet: a thread that
     sets its own (the semantic detector's worker sets one) changes it for every such thread after it.
     So the model's thread sets its count itself, and the default is read before that can happen.
+
+    Unset, ``model.threads`` is this: every core decodes. (An earlier default left one core to the
+    service's own Python for a bfloat16 model; what made a second decoding thread look slow was the
+    model loaded on an executor thread, see ``own_thread``. Measured since through the API on a 2-core
+    AVX512-BF16 EPYC, bfloat16: 2 threads 151 tokens/s at 8 streams against 1 thread's 119, and 46
+    against 36 at one stream.)
     """
     import torch
 
     return torch.get_num_threads()
-
-
-def decoding_threads(dtype: torch.dtype) -> int:
-    """The model thread's PyTorch thread count when ``model.threads`` is unset.
-
-    All of torch's, except for a bfloat16 model on a CPU that computes bfloat16 natively: there a
-    decoding step is short, many small operations rather than a few large ones, and a second thread
-    gains less than the service's own Python (event loop, streaming safety checks, HTTP) loses when it
-    has no core to itself; one core is left to it. Measured through the HTTP API on 2-core EPYCs: with
-    AVX512-BF16, in bfloat16, 1 thread gave 27.1 tokens/s at one stream against 2 threads' 17.6, and
-    92.6 and 79.3 at 8 streams against 76.3 and 75.5; with AVX2 only, in float32, 2 threads gave 68
-    tokens/s at 8 streams against 1 thread's 44.
-    """
-    threads = torch_default_threads()
-    return max(1, threads - 1) if native_cpu_bfloat16(dtype) else threads
 
 
 def weights_dtype(name: str) -> torch.dtype:

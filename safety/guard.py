@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from safety.findings import Action, Direction, Finding
-from safety.injection import find_injection, leak_pending_start, leaks_system_prompt
+from safety.injection import find_injection, system_prompt_scan
 from safety.lexicon import Lexicon
+from safety.normalize import normalize
 from safety.pii import PiiVault, find_pii, pending_start
 from safety.policy import Policy
 
@@ -155,36 +156,34 @@ class OutputFilter:
     def flush(self) -> str:
         return self._release(final=True)
 
-    def _check(self, window: str) -> list[Finding]:
+    def _scan(self, window: str) -> tuple[list[Finding], int]:
+        """The findings in ``window``, and where the tail that may still turn into one begins
+        (``len(window)``: none does). The window is normalized once for every check."""
         found: list[Finding] = []
+        starts = [len(window)]
+        normalized = normalize(window)
         if self.policy.lexicon.enabled:
-            found += self.guard.lexicon.find(window)
+            terms, start = self.guard.lexicon.scan(window, normalized)
+            found += terms
+            starts.append(start)
         if self.policy.pii.enabled:
             found += find_pii(window)
-        if self.policy.system_prompt.enabled and self.system_prompt:
-            leak = leaks_system_prompt(window, self.system_prompt)
-            found += [leak] if leak else []
-        return found
-
-    def _pending(self, window: str) -> int:
-        """Where the tail that may still turn into a finding begins (``len(window)``: none does)."""
-        starts = [len(window)]
-        if self.policy.lexicon.enabled:
-            starts.append(self.guard.lexicon.pending_start(window))
-        if self.policy.pii.enabled:
             starts.append(pending_start(window))
         if self.policy.system_prompt.enabled and self.system_prompt:
-            starts.append(leak_pending_start(window, self.system_prompt))
-        return min(starts)
+            leak, start = system_prompt_scan(window, self.system_prompt, normalized)
+            found += [leak] if leak else []
+            starts.append(start)
+        return found, min(starts)
 
     def _release(self, *, final: bool) -> str:
         if self.blocked:
             return ""
         offset = len(self._context)
         window = self._context + self._buffer
-        acted = [(f, self.policy.action_for(f)) for f in self._check(window) if f.end > offset]
+        found, pending_from = self._scan(window)
+        acted = [(f, self.policy.action_for(f)) for f in found if f.end > offset]
         acted = [(f, a) for f, a in acted if a != "allow"]
-        held = max(len(window) - OUTPUT_HOLD_BACK, self._pending(window))
+        held = max(len(window) - OUTPUT_HOLD_BACK, pending_from)
         cut = len(window) if final else max(offset, held)
         # A finding that reaches the end of what has arrived, or lies in the tail that may still change,
         # may yet turn into an innocent word ("spic" + "y", "spic" + " and span"): it is held back, and

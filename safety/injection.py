@@ -42,7 +42,7 @@ from functools import lru_cache
 from safety.findings import Finding
 from safety.normalize import LEET, Normalized, normalize
 
-__all__ = ["find_injection", "leaks_system_prompt"]
+__all__ = ["find_injection", "leaks_system_prompt", "system_prompt_scan"]
 
 # ----------------------------------------------------------------------------------------------
 # Rules
@@ -958,8 +958,8 @@ class _Skeleton:
     origin: tuple[int, ...]
 
 
-def _skeleton(text: str) -> _Skeleton:
-    normalized = normalize(text)
+def _skeleton(text: str, normalized: Normalized | None = None) -> _Skeleton:
+    normalized = normalized or normalize(text)
     keep = [i for i, c in enumerate(normalized.text) if c.isalnum()]
     return _Skeleton("".join(normalized.text[i] for i in keep), tuple(normalized.origin[i] for i in keep))
 
@@ -983,20 +983,16 @@ def _prompt_index(system_prompt: str) -> _PromptIndex:
     return _PromptIndex(shingles, skeleton, size, required, len(skeleton))
 
 
-def leak_pending_start(answer: str, system_prompt: str) -> int:
-    """Where a leak of ``system_prompt`` could still begin once more text follows ``answer``
-    (``len(answer)`` if nowhere): a run of prompt shingles reaching the end may grow into a leak, and a
-    new run may start in the last characters that are too few for a shingle but appear in the prompt."""
-    index = _prompt_index(system_prompt)
-    if index.length < index.size:
-        return len(answer)
-    skeleton = _skeleton(answer)
+def _leak_pending_start(skeleton: _Skeleton, index: _PromptIndex, length: int) -> int:
+    """Where a leak could still begin once more text follows the answer (``length`` if nowhere): a run
+    of prompt shingles reaching the end may grow into a leak, and a new run may start in the last
+    characters that are too few for a shingle but appear in the prompt."""
     start = max(0, len(skeleton.text) - index.size + 1)
     while start < len(skeleton.text) and skeleton.text[start:] not in index.text:
         start += 1
     while start and skeleton.text[start - 1 : start - 1 + index.size] in index.shingles:
         start -= 1
-    return skeleton.origin[start] if start < len(skeleton.text) else len(answer)
+    return skeleton.origin[start] if start < len(skeleton.text) else length
 
 
 def _longest_run(skeleton: str, index: _PromptIndex) -> tuple[int, int]:
@@ -1021,7 +1017,22 @@ def leaks_system_prompt(answer: str, system_prompt: str) -> Finding | None:
     index = _prompt_index(system_prompt)
     if index.length < index.size:
         return None
-    skeleton = _skeleton(answer)
+    return _leak(_skeleton(answer), index)
+
+
+def system_prompt_scan(
+    answer: str, system_prompt: str, normalized: Normalized | None = None
+) -> tuple[Finding | None, int]:
+    """``leaks_system_prompt``, and where a leak could still begin once more text follows ``answer``
+    (``len(answer)`` if nowhere), for a streaming filter; ``normalized`` is ``normalize(answer)``."""
+    index = _prompt_index(system_prompt)
+    if index.length < index.size:
+        return None, len(answer)
+    skeleton = _skeleton(answer, normalized)
+    return _leak(skeleton, index), _leak_pending_start(skeleton, index, len(answer))
+
+
+def _leak(skeleton: _Skeleton, index: _PromptIndex) -> Finding | None:
     start, end = _longest_run(skeleton.text, index)
     if end - start < index.required:
         return None

@@ -94,6 +94,14 @@ class _WordStream:
     glued: set[int]  # positions of single-letter words glued onto the one before ("f u c k")
 
 
+@dataclass
+class _Words:
+    """A skeleton's words as (word, start, plain) and their word stream."""
+
+    words: list[tuple[str, int, bool]]
+    stream: _WordStream
+
+
 def _read_leet(word: str, vocabulary: frozenset[str]) -> str:
     """The word with leetspeak read as letters; "#" for a word without any a-z letter.
 
@@ -430,16 +438,17 @@ class Lexicon:
         """Number of entries per ``category:lang`` (an entry with alternatives counts once)."""
         return self._counts
 
-    def find(self, text: str) -> list[Finding]:
-        """Every lexicon term in ``text``, sorted by start, with spans in ``text``."""
+    def find(self, text: str, normalized: Normalized | None = None) -> list[Finding]:
+        """Every lexicon term in ``text``, sorted by start, with spans in ``text``.
+
+        ``normalized`` is ``normalize(text)`` where the caller has it already.
+        """
         if not text:
             return []
-        skeleton = normalize(text)
-        hits = _keep_allowed(list(self._latin_hits(skeleton)) + list(self._han_hits(skeleton)))
-        findings = [Finding("lexicon", p.category or "", p.rule, start, end) for p, start, end in hits]
-        return _longest_per_category(findings)
+        skeleton = normalized or normalize(text)
+        return self._findings(skeleton, self._read_words(skeleton.text))
 
-    def pending_start(self, text: str) -> int:
+    def pending_start(self, text: str, normalized: Normalized | None = None) -> int:
         """Where a term could still begin once more text follows ``text``; ``len(text)`` if nowhere.
 
         For a streaming filter: everything before this index can be judged now (``find``), the rest may
@@ -447,19 +456,44 @@ class Lexicon:
         single letters (they may go on to spell a word, "f u c"), trailing words that begin an entry
         ("pipe" of "pipe bomb"), and trailing Chinese characters that begin an entry.
         """
-        skeleton = normalize(text)
-        starts = [*self._latin_pending(skeleton.text), *self._han_pending(skeleton.text)]
+        skeleton = normalized or normalize(text)
+        return self._pending_start(text, skeleton, self._read_words(skeleton.text))
+
+    def scan(self, text: str, normalized: Normalized | None = None) -> tuple[list[Finding], int]:
+        """``find`` and ``pending_start`` together, reading the words once: a streaming filter's check."""
+        skeleton = normalized or normalize(text)
+        words = self._read_words(skeleton.text)
+        findings = self._findings(skeleton, words) if text else []
+        return findings, self._pending_start(text, skeleton, words)
+
+    def _read_words(self, text: str) -> _Words | None:
+        """The words and the word stream of a skeleton, for the Latin entries (None if there are none)."""
+        if self._latin is None:
+            return None
+        words = _words(text, self._vocabulary)
+        return _Words(words, _word_stream(text, self._vocabulary, words))
+
+    def _findings(self, skeleton: Normalized, words: _Words | None) -> list[Finding]:
+        latin = self._scan_words(words.stream, skeleton) if words is not None else iter(())
+        hits = _keep_allowed(list(latin) + list(self._han_hits(skeleton)))
+        findings = [Finding("lexicon", p.category or "", p.rule, start, end) for p, start, end in hits]
+        return _longest_per_category(findings)
+
+    def _pending_start(self, text: str, skeleton: Normalized, words: _Words | None) -> int:
+        latin = self._latin_pending(skeleton.text, words) if words is not None else iter(())
+        starts = [*latin, *self._han_pending(skeleton.text)]
         if not starts:
             return len(text)
         return skeleton.origin[min(starts)]
 
-    def _latin_pending(self, text: str) -> Iterator[int]:
+    def _latin_pending(self, text: str, read: _Words) -> Iterator[int]:
         """Skeleton indices where a Latin term may begin, given more text."""
-        if self._latin is None or not text:
+        assert self._latin is not None
+        if not text:
             return
         if tail := _TRAILING_SEGMENT.search(text):
             yield tail.start()  # the word goes on, or its reading may still change ("sh1" + "t")
-        words = _words(text, self._vocabulary)
+        words, stream = read.words, read.stream
         i = len(words)
         gap = text[words[-1][1] + len(words[-1][0]) :] if words else ""
         while i and len(word := words[i - 1][0]) == 1 and "a" <= word <= "z" and (not gap or _glue_kind(gap)):
@@ -467,7 +501,6 @@ class Lexicon:
             gap = text[words[i - 1][1] + len(words[i - 1][0]) : words[i][1]] if i else ""
         if i < len(words):
             yield words[i][1]  # single letters that may go on spelling a word
-        stream = _word_stream(text, self._vocabulary, words)
         complete = tail is None
         words_end = len(stream.text) if complete else stream.text.rfind(" ") + 1
         # A last word of two or more plain letters can only grow, so an entry that goes on through it
@@ -490,11 +523,6 @@ class Lexicon:
             if self._han.match(kept[-size:]):
                 yield positions[len(kept) - size]
                 return
-
-    def _latin_hits(self, skeleton: Normalized) -> Iterator[_Hit]:
-        if self._latin is None:
-            return
-        yield from self._scan_words(_word_stream(skeleton.text, self._vocabulary), skeleton)
 
     def _scan_words(self, stream: _WordStream, skeleton: Normalized) -> Iterator[_Hit]:
         text, run, glued = stream.text, stream.run, stream.glued

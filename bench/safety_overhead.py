@@ -1,10 +1,13 @@
 """Safety overhead under load: streaming output tokens/s with 8 concurrent clients, safety on vs off.
 
-    .venv/bin/python bench/safety_overhead.py [--clients 8] [--rounds 3] [--max-tokens 64]
+    .venv/bin/python bench/safety_overhead.py [--clients 8] [--rounds 9] [--max-tokens 64] [--control]
 
-Both services run in this process on the same loaded model (the real default model), greedy
-decoding, the same prompts; rounds alternate on/off so drift on a shared machine hits both alike.
-Prints the median tokens/s of each and the ratio (target: safety on >= 95% of off).
+The services run in this process on the same loaded model (the real default model), greedy
+decoding, the same prompts. Each round runs every service once, in an order that rotates from round
+to round, so drift on a shared machine and the position in a round hit them alike. Prints the median
+tokens/s of each, the ratio of the medians and the median of the rounds' own on/off ratios (target:
+safety on >= 95% of off). ``--control`` adds a second safety-off service: its ratio to the first is
+what noise alone gives.
 """
 
 from __future__ import annotations
@@ -99,8 +102,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--control", action="store_true", help="add a second safety-off service")
     args = parser.parse_args()
     settings = Settings()  # type: ignore[call-arg]
     backend = HFBackend(partial(resolve_model_dir, settings.model.path, settings.cache_dir))
@@ -111,10 +115,15 @@ def main() -> None:
         "safety on": start_server(backend, Guard(Lexicon.load(), detector), 18811),
         "safety off": start_server(backend, None, 18812),
     }
-    results: dict[str, list[float]] = {name: [] for name in services}
+    if args.control:
+        services["safety off (control)"] = start_server(backend, None, 18813)
+    names = list(services)
+    results: dict[str, list[float]] = {name: [] for name in names}
     asyncio.run(round_tokens_per_second(*services["safety off"], 2, 8))  # warm up
-    for _ in range(args.rounds):
-        for name, (url, key) in services.items():
+    for round_number in range(args.rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            url, key = services[name]
             results[name].append(
                 asyncio.run(round_tokens_per_second(url, key, args.clients, args.max_tokens))
             )
@@ -126,8 +135,15 @@ def main() -> None:
     print("|---|---|---|")
     for name, values in results.items():
         print(f"| {name} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
-    ratio = statistics.median(results["safety on"]) / statistics.median(results["safety off"])
-    print(f"\nsafety on / off: {ratio:.3f} (target >= 0.95)")
+    off = results["safety off"]
+    for name in names:
+        if name != "safety off":
+            of_medians = statistics.median(results[name]) / statistics.median(off)
+            of_rounds = statistics.median(a / b for a, b in zip(results[name], off, strict=True))
+            print(
+                f"\n{name} / safety off: {of_medians:.3f} (medians), {of_rounds:.3f} (median of the rounds)"
+                + (" (target >= 0.95)" if name == "safety on" else " (noise alone)")
+            )
 
 
 if __name__ == "__main__":

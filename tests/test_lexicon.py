@@ -560,3 +560,22 @@ def test_every_bundled_entry_finds_itself(lexicon: Lexicon) -> None:
                     if (category, 0, len(phrase)) not in spans:
                         missed.append(phrase)
     assert missed == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    term=st.sampled_from(TERMS),
+    cut=st.floats(min_value=0, max_value=1),
+)
+def test_scan_is_find_and_pending_start_together(
+    lexicon: Lexicon, data: st.DataObject, term: tuple[str, str], cut: float
+) -> None:
+    """The streaming filter's one-pass check gives what the two checks give on their own, also on a
+    text cut anywhere (mid-word, mid-disguise), with or without the caller's normalization."""
+    before = " ".join(data.draw(st.lists(st.sampled_from(ORDINARY_WORDS), max_size=4)))
+    full = f"{before} {data.draw(disguised(term[0]))} 你好 f u c"
+    text = full[: round(len(full) * cut)]
+    expected = (lexicon.find(text), lexicon.pending_start(text))
+    assert lexicon.scan(text) == expected
+    assert lexicon.scan(text, normalize(text)) == expected

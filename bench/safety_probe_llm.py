@@ -47,15 +47,14 @@ from safety.semantic_train import BENIGN, Scaler, fit_logistic, load_exemplars
 SMOL_LAYERS = (4, 8, 12, 16, 20)  # of 30; the model runs only the layers up to the last of these
 SMOL_MAX_TOKENS = 192
 BATCH = 16
-#: (layers, tokens, int8): the probed model as embedded above, a layer-16 probe, and its cheapest form
-LATENCY_VARIANTS = ((SMOL_LAYERS, SMOL_MAX_TOKENS, False), ((16,), SMOL_MAX_TOKENS, False), ((16,), 64, True))
+#: (layers, tokens, int8), all timed: the model as embedded above, layer 16 alone, and its cheapest form
+SMOL_VARIANTS = ((SMOL_LAYERS, SMOL_MAX_TOKENS, False), ((16,), SMOL_MAX_TOKENS, False), ((16,), 64, True))
 BENIGN_FP = 0.01
 
 Features = dict[str, NDArray[np.float32]]
 
 
-def e5_features(texts: Sequence[str]) -> Features:
-    encoder = E5Encoder(max_tokens=128, layers=(8, 12))
+def e5_features(encoder: E5Encoder, texts: Sequence[str]) -> Features:
     return {"e5": np.concatenate([encoder.embed(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)])}
 
 
@@ -171,9 +170,11 @@ def main() -> None:
     dev = dev_attacks()
     texts = [e.text for e in exemplars] + [s.text for s in support + heldout + dev]
     print(f"{len(exemplars)} exemplars, {len(support)} benign, {len(heldout)} held-out, {len(dev)} dev")
-    smol = SmolFeatures()
-    features = cached("e5", texts, e5_features, args.refresh) | cached("smol", texts, smol, args.refresh)
-    cheapest = cached("smol_l16_int8_64", texts, SmolFeatures(*LATENCY_VARIANTS[-1]), args.refresh)
+    e5 = E5Encoder(max_tokens=128, layers=(8, 12))
+    smol = {variant: SmolFeatures(*variant) for variant in SMOL_VARIANTS}
+    features = cached("e5", texts, lambda t: e5_features(e5, t), args.refresh)
+    features |= cached("smol", texts, smol[SMOL_VARIANTS[0]], args.refresh)
+    cheapest = cached("smol_l16_int8_64", texts, smol[SMOL_VARIANTS[-1]], args.refresh)
     features |= {f"{name}, int8, 64 tokens": x for name, x in cheapest.items()}
     for n in (16, 20):
         features[f"e5 + smol L{n} mean"] = np.hstack([features["e5"], features[f"smol L{n} mean"]])
@@ -190,9 +191,10 @@ def main() -> None:
     print(f"\nshare above the threshold at {BENIGN_FP:.0%} benign false positives")
     print(" | ".join(["feature", "benign FP", "dev", "held-out", *sorted(groups)]))
     for name, x in features.items():
-        scaler = Scaler.fit(x[train].astype(np.float64))
-        w, b = fit_logistic(scaler(x[train].astype(np.float64)), y)
-        scores = scaler(x.astype(np.float64)) @ w + b
+        z = x.astype(np.float64)
+        scaler = Scaler.fit(z[train])
+        w, b = fit_logistic(scaler(z[train]), y)
+        scores = scaler(z) @ w + b
         threshold = float(np.quantile(scores[benign_rows], 1 - BENIGN_FP))
         held = scores[heldout_rows] > threshold
         cells = [
@@ -206,15 +208,9 @@ def main() -> None:
     print("held-out group sizes:", {g: len(v) for g, v in sorted(groups.items())})
 
     kilobyte = (" ".join(s.text for s in support))[:1024]
-    e5 = E5Encoder(max_tokens=128, layers=(8, 12))
     print(f"\nlatency per 1 KB message, ms (median, max of 15), {args.threads} threads")
     print(f"e5-small, 128 tokens, 12 layers, int8: {latency_ms(e5.embed, kilobyte)}")
-    for layers, max_tokens, int8 in (
-        (SMOL_LAYERS, SMOL_MAX_TOKENS, False),
-        ((16,), 192, False),
-        ((16,), 64, True),
-    ):
-        variant = SmolFeatures(layers, max_tokens, int8)
+    for (layers, max_tokens, int8), variant in smol.items():
         depth = f"{max(layers) + 1} layers{', int8' if int8 else ''}"
         print(f"SmolLM2-135M, {max_tokens} tokens, {depth}: {latency_ms(variant, kilobyte)}")
 

@@ -97,10 +97,19 @@ def default_guard(settings: Settings) -> Guard | None:
     """The safety layer from the settings; its semantic model loads in the app's lifespan."""
     if not settings.safety.enabled:
         return None
-    from safety.semantic import SemanticDetector
+    from assistant.model_store import resolve_model_dir
+    from safety.semantic import CLASSIFIER_FILES, SemanticDetector
 
-    # The detector reports every score above a floor; each policy applies its own thresholds.
-    semantic = SemanticDetector(SEMANTIC_FLOOR, SEMANTIC_FLOOR) if settings.safety.semantic else None
+    if not settings.safety.semantic:
+        return Guard(Lexicon.load(), None)
+    # The detector reports every score above a floor; each policy applies its own thresholds. The
+    # chat-model encoder reads the bundled default model, whatever model the service is set to serve.
+    semantic = SemanticDetector(
+        SEMANTIC_FLOOR,
+        SEMANTIC_FLOOR,
+        classifier_path=CLASSIFIER_FILES[settings.safety.semantic_encoder],
+        chat_model=partial(resolve_model_dir, None, settings.cache_dir),
+    )
     return Guard(Lexicon.load(), semantic)
 
 

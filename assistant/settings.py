@@ -124,7 +124,7 @@ class SafetySettings(BaseModel):
     semantic_encoder: Literal["e5-small", "smollm2-135m-instruct"] = Field(
         "e5-small",
         description="What the semantic detectors read: `e5-small` embeddings, or `smollm2-135m-instruct`, "
-        "the default chat model's hidden states (more attacks caught, about ten times the CPU time).",
+        "the default chat model's hidden states (more attacks caught, about five times the CPU time).",
     )
 
     def load_policies(self) -> dict[str, Policy]:

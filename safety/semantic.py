@@ -22,7 +22,7 @@ finding covers the whole message (``start=0``, ``end=len(text)``); its score is 
 
 Opt-in, ``safety/data/semantic_classifier_smollm2.npz`` holds the same heads over the hidden states of
 the service's default chat model (``safety.chat_model_encoder``: layer 16 of SmolLM2-135M-Instruct):
-more attacks caught at the same false positives, at about ten times the cost on a CPU. A classifier
+more attacks caught at the same false positives, at about five times the CPU time. A classifier
 file names its encoder; ``SemanticDetector(classifier_path=..., chat_model=...)`` picks it.
 
 The model is heavy, so nothing of it is imported with this module: ``SemanticDetector.load()``
@@ -66,6 +66,7 @@ __all__ = [
     "Classifier",
     "Encoder",
     "SemanticDetector",
+    "load_encoder",
     "message_windows",
     "window_caps",
 ]
@@ -174,6 +175,28 @@ class Classifier:
         return result
 
 
+def load_encoder(
+    name: str, layers: tuple[int, ...], max_tokens: int, chat_model: Callable[[], str] | None = None
+) -> Encoder:
+    """Load the encoder ``name`` (a key of ``CLASSIFIER_FILES``) as a classifier's heads were trained on it.
+
+    ``chat_model`` gives the model directory that ``CHAT_MODEL_ENCODER`` reads.
+    """
+    if name == E5_ENCODER:
+        from safety.e5_encoder import E5Encoder
+
+        return E5Encoder(max_tokens=max_tokens, layers=layers)
+    if name != CHAT_MODEL_ENCODER:
+        raise ValueError(f"unknown encoder {name!r}; known: {list(CLASSIFIER_FILES)}")
+    if chat_model is None:
+        raise ValueError(
+            f"the heads score the hidden states of {CHAT_MODEL_ENCODER}: pass chat_model, its model directory"
+        )
+    from safety.chat_model_encoder import ChatModelEncoder
+
+    return ChatModelEncoder(chat_model(), layer=layers[0], max_tokens=max_tokens)
+
+
 def _check_threshold(label: str, value: float) -> float:
     if not 0.0 < value < 1.0 or math.isnan(value):
         raise ValueError(f"threshold for {label} must be between 0 and 1, got {value}")
@@ -236,20 +259,10 @@ class SemanticDetector:
 
     def _encoder_for(self, classifier: Classifier) -> Encoder:
         max_tokens = self.max_tokens or classifier.max_tokens
-        if classifier.encoder == E5_ENCODER:
-            from safety.e5_encoder import E5Encoder
-
-            return E5Encoder(max_tokens=max_tokens, layers=classifier.layers)
-        from safety.chat_model_encoder import ChatModelEncoder
-
-        if classifier.encoder != CHAT_MODEL_ENCODER:
-            raise ValueError(f"{self.classifier_path.name}: unknown encoder {classifier.encoder!r}")
-        if self.chat_model is None:
-            raise ValueError(
-                f"{self.classifier_path.name} scores the hidden states of {CHAT_MODEL_ENCODER}: "
-                "pass chat_model, its model directory"
-            )
-        return ChatModelEncoder(self.chat_model(), layer=classifier.layers[0], max_tokens=max_tokens)
+        try:
+            return load_encoder(classifier.encoder, classifier.layers, max_tokens, self.chat_model)
+        except ValueError as error:
+            raise ValueError(f"{self.classifier_path.name}: {error}") from None
 
     def attach(self, encoder: Encoder, classifier: Classifier) -> None:
         """Use an encoder and a classifier that are already loaded (shared between detectors)."""

@@ -45,8 +45,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from safety.chat_model_encoder import ChatModelEncoder
-from safety.e5_encoder import E5Encoder
 from safety.injection import find_injection
 from safety.semantic import (
     CHAT_MODEL_CLASSIFIER_FILE,
@@ -59,6 +57,7 @@ from safety.semantic import (
     Classifier,
     Encoder,
     SemanticDetector,
+    load_encoder,
     message_windows,
     window_caps,
 )
@@ -86,12 +85,14 @@ class Recipe:
     fp_targets: dict[str, float]  # per calibrated head: out-of-fold share of the calibration benign
     path: Path
     sentence_windows: bool = True  # whether the first and last sentences are scored on their own
+    repeated_variants: int = 0  # benign support messages said over and over (``repeated_variants``)
 
 
 #: e5: the two heads together stay under 1% out of fold. SmolLM2: the whole message only, its head
 #: and tail, since sentences scored alone ("I'd like to blow up one of my photos") were most of its
 #: false positives; its out-of-fold scores on the exemplars (many written as near misses) run higher
-#: than on ordinary support traffic, so the harmful head is calibrated at 2% out of fold.
+#: than on ordinary support traffic, so the harmful head is calibrated at 2% out of fold. Without
+#: repeated messages among its benign exemplars, a support sentence said twenty times scored as harmful.
 RECIPES = {
     E5_ENCODER: Recipe(
         E5_ENCODER, DEFAULT_MAX_TOKENS, (8, 12), {"injection": 0.005, "harmful": 0.005}, CLASSIFIER_FILE
@@ -103,6 +104,7 @@ RECIPES = {
         {"injection": 0.01, "harmful": 0.02},
         CHAT_MODEL_CLASSIFIER_FILE,
         sentence_windows=False,
+        repeated_variants=120,
     ),
 }
 
@@ -150,6 +152,14 @@ def long_variants(examples: list[Example], rng: random.Random, count: int) -> li
         inner = rng.choice(others)
         made.append(Example(f"{filler} {inner.text}", inner.label, "long"))
     return made
+
+
+def repeated_variants(examples: list[Example], rng: random.Random, count: int) -> list[Example]:
+    """Benign messages made of one support message said 3 to 30 times (pasted twice, a stuck key)."""
+    support = [e.text for e in examples if e.group.startswith("support/")]
+    return [
+        Example(" ".join([text] * rng.randint(3, 30)), BENIGN, "long") for text in rng.sample(support, count)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,13 +410,12 @@ def train(dry_run: bool, chat_model: str | None) -> None:
     rng = random.Random(SEED)
     examples = load_exemplars()
     examples += long_variants(examples, rng, count=160)
+    examples += repeated_variants(examples, rng, recipe.repeated_variants)
     labels = [e.label for e in examples]
     started = time.perf_counter()
-    encoder: Encoder
-    if chat_model is None:
-        encoder = E5Encoder(max_tokens=recipe.max_tokens, layers=recipe.layers)
-    else:
-        encoder = ChatModelEncoder(chat_model, layer=recipe.layers[0], max_tokens=recipe.max_tokens)
+    encoder = load_encoder(
+        recipe.encoder, recipe.layers, recipe.max_tokens, None if chat_model is None else lambda: chat_model
+    )
     windows = embed_windows(encoder, examples, recipe.sentence_windows)
     seconds = time.perf_counter() - started
     print(f"{len(examples)} examples ({len(windows.owner)} windows) embedded in {seconds:.0f} s")

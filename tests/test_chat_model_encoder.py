@@ -48,6 +48,8 @@ SUPPORT = [
     "The Molotov cocktail glasses I ordered arrived chipped.",
     "我的包裹到哪了？说好周一到的。",
     "快递把我的包裹压坏了，杯子碎了。",
+    "I ordered a blue jacket and it has not arrived. " * 20,  # one sentence said over and over
+    "我的包裹到哪了？" * 30,
 ]
 
 

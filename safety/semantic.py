@@ -100,12 +100,13 @@ SENTENCE_TOKENS = 24
 _SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f\u2026])\s*|\n+")
 
 
-def message_windows(text: str) -> list[str]:
-    """What the detector scores: the message, then its last and first sentences when it has several."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) > 1]
-    if len(sentences) < 2:
+def message_windows(text: str, sentences: bool = True) -> list[str]:
+    """What the detector scores: the message, then (unless ``sentences`` is False) its last and first
+    sentences when it has several."""
+    found = [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) > 1]
+    if not sentences or len(found) < 2:
         return [text]
-    return [text, *dict.fromkeys([sentences[-1], sentences[0]])]
+    return [text, *dict.fromkeys([found[-1], found[0]])]
 
 
 def window_caps(windows: list[str], max_tokens: int) -> list[int]:
@@ -135,7 +136,7 @@ class Classifier:
 
     def windows(self, text: str) -> list[str]:
         """What is scored of a message: the message, and its first and last sentences if the heads do."""
-        return message_windows(text) if self.sentence_windows else [text]
+        return message_windows(text, self.sentence_windows)
 
     @classmethod
     def load(cls, path: Path = CLASSIFIER_FILE) -> Classifier:

@@ -256,7 +256,7 @@ def embed_windows(encoder: Encoder, examples: list[Example], sentence_windows: b
     for index, example in enumerate(examples):
         if index % 500 == 0 and index:
             print(f"  embedded {index}/{len(examples)} ({time.perf_counter() - started:.0f} s)", flush=True)
-        windows = message_windows(example.text) if sentence_windows else [example.text]
+        windows = message_windows(example.text, sentence_windows)
         rows.append(encoder.embed_packed(windows, window_caps(windows, encoder.max_tokens)))
         owner += [index] * len(windows)
         trains += [True] + [example.label == BENIGN] * (len(windows) - 1)
